@@ -236,7 +236,7 @@ def _unbatch(t: torch.Tensor, n: int, lay: SiteLayout, nesting: int, event: bool
 
 def _enumerated_log_likelihood(model_trace: Any, name: str, sum_dims: set, enum_sites: list,
                                ordering: dict) -> torch.Tensor:
-    """Pointwise log-likelihood of observed site ``name`` with enumerated parents summed out.
+    r"""Pointwise log-likelihood of observed site ``name`` with enumerated parents summed out.
 
     Exact when each enumerated site feeds one observed site in the same plates (mixtures, local
     discrete latents): :math:`\log \sum_z p(z \mid \theta)\, p(y_i \mid z, \theta)`.

@@ -22,10 +22,8 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
-import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import arviz as az
@@ -260,38 +258,6 @@ def importance_resample(idata: az.InferenceData, *,
     return az.InferenceData(**groups)
 
 
-@dataclass
-class _SVIFit:
-    """What :func:`_fallback_fit` returns: the fields of ``pyro_nf.fit.FitResult`` it can fill."""
-
-    guide: Callable
-    losses: list[float] = field(default_factory=list)
-    wall_seconds: float = 0.0
-    num_steps: int = 0
-    stop_reason: str = "num_steps"
-    num_recoveries: int = 0
-    final_lr: float | None = None
-
-
-def _fallback_fit(model: Callable, guide: Callable, *args: Any, num_steps: int = 1000,
-                  lr: float = 0.01, seed: int | None = None, **model_kwargs: Any) -> _SVIFit:
-    """Plain ``SVI`` + ``Adam`` + ``Trace_ELBO``, used while ``pyro_nf.fit`` is unavailable."""
-    if seed is not None:
-        pyro.set_rng_seed(seed)
-    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": lr}), pyro.infer.Trace_ELBO())
-    start = time.perf_counter()
-    losses = [float(svi.step(*args, **model_kwargs)) for _ in range(num_steps)]
-    return _SVIFit(guide, losses, time.perf_counter() - start, num_steps, "num_steps", 0, lr)
-
-
-def _fit_function() -> Callable:
-    try:
-        from pyro_nf.fit import fit
-    except ImportError:
-        return _fallback_fit
-    return fit
-
-
 def to_inference_data_restarts(model: Callable, guide: str | Callable[[Callable], Callable],
                                *args: Any, seeds: Sequence[int] = (0, 1, 2, 3),
                                num_samples: int = 1000, fit_kwargs: dict | None = None,
@@ -300,8 +266,7 @@ def to_inference_data_restarts(model: Callable, guide: str | Callable[[Callable]
     r"""Fit the same guide from :math:`K` seeds and stack the draws as :math:`K` chains.
 
     Restart :math:`k` seeds Pyro with ``seeds[k]``, builds a fresh guide in its own param store
-    scope, fits it (:func:`pyro_nf.fit`, or plain SVI with Adam if that module is absent) and
-    draws ``num_samples``. If all restarts reach the same optimum, the chains agree and
+    scope, fits it with :func:`pyro_nf.fit.fit` and draws ``num_samples``. If all restarts reach the same optimum, the chains agree and
     :math:`\hat R \approx 1`; ``az.rhat`` / ``az.ess`` across restarts flag an optimisation that
     lands in different places (multi-modal posteriors, too few steps).
 
@@ -312,7 +277,8 @@ def to_inference_data_restarts(model: Callable, guide: str | Callable[[Callable]
         *args: The model's positional arguments.
         seeds: One seed per restart (chain).
         num_samples: Draws per chain.
-        fit_kwargs: Keyword arguments of the fit (e.g. ``num_steps``, ``lr``).
+        fit_kwargs: Keyword arguments of :func:`pyro_nf.fit.fit` (e.g. ``num_steps``, ``lr``;
+            ``progress`` defaults to False; ``seed`` is the restart's).
         guide_kwargs: Guide settings when ``guide`` is a registry name.
         batch_size: Draws computed at once.
         **model_kwargs: The model's keyword arguments.
@@ -328,7 +294,8 @@ def to_inference_data_restarts(model: Callable, guide: str | Callable[[Callable]
     """
     if not seeds:
         raise ValueError("seeds must name at least one restart")
-    fit_fn = _fit_function()
+    from pyro_nf.fit import fit as fit_fn
+
     chains, layouts, elbos, guide_obj = [], [], [], None
     for seed in seeds:
         with pyro.get_param_store().scope():
@@ -339,8 +306,8 @@ def to_inference_data_restarts(model: Callable, guide: str | Callable[[Callable]
                 guide_obj = make_guide(guide, model, **(guide_kwargs or {}))
             else:
                 guide_obj = guide(model)
-            result = fit_fn(model, guide_obj, *args, seed=int(seed), **(fit_kwargs or {}),
-                            **model_kwargs)
+            options = {"progress": False, **(fit_kwargs or {}), "seed": int(seed)}
+            result = fit_fn(model, guide_obj, *args, **options, **model_kwargs)
             elbos.append(-float(result.losses[-1]) if len(result.losses) else math.nan)
             layout, draws = _draw(model, guide_obj, args, model_kwargs, num_samples, batch_size)
         layouts.append(layout)
