@@ -266,9 +266,10 @@ def to_inference_data_restarts(model: Callable, guide: str | Callable[[Callable]
     r"""Fit the same guide from :math:`K` seeds and stack the draws as :math:`K` chains.
 
     Restart :math:`k` seeds Pyro with ``seeds[k]``, builds a fresh guide in its own param store
-    scope, fits it with :func:`pyro_nf.fit.fit` and draws ``num_samples``. If all restarts reach the same optimum, the chains agree and
-    :math:`\hat R \approx 1`; ``az.rhat`` / ``az.ess`` across restarts flag an optimisation that
-    lands in different places (multi-modal posteriors, too few steps).
+    scope, fits it with :func:`pyro_nf.fit.fit` and draws ``num_samples``. If all restarts reach
+    the same optimum, the chains agree and :math:`\hat R \approx 1`; ``az.rhat`` / ``az.ess``
+    across restarts flag an optimisation that lands in different places (multi-modal posteriors,
+    too few steps).
 
     Args:
         model: The Pyro model.
