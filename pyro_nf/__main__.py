@@ -1,0 +1,8 @@
+"""``python -m pyro_nf``: the ``pyro-nf`` command (see :mod:`pyro_nf.cli`)."""
+
+import sys
+
+from pyro_nf.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
