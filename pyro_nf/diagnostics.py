@@ -167,13 +167,14 @@ class Diagnosis:
         label = self.verdict.split(":")[0]
         rows = [
             f"Diagnosis of guide {self.guide!r} from {self.num_draws:,} draws",
-            f"  Pareto k-hat     {self.khat:9.3f}   fitted to the largest {self.num_tail} weights; "
-            "< 0.5 good, 0.5-0.7 usable with PSIS, > 0.7 unreliable",
+            f"  Pareto k-hat     {self.khat:9.3f}   (largest {self.num_tail} weights; < 0.5 good, "
+            "0.5-0.7 usable, > 0.7 unreliable)",
             f"  importance ESS   {self.ess:9.1f}   "
             f"({100.0 * self.ess / self.num_draws:.1f}% of draws)",
             f"  ELBO             {self.elbo:9.3f}   (+/- {self.elbo_se:.3f})",
-            f"  IW-ELBO          {self.iwelbo:9.3f}   estimate of log evidence log p(x)",
-            f"  KL(q||p)        >= ~{self.kl_lower_bound:.3f} nats (IW-ELBO - ELBO)",
+            f"  IW-ELBO          {self.iwelbo:9.3f}   (estimates log evidence log p(x))",
+            f"  IW-ELBO - ELBO   {self.kl_lower_bound:9.3f}   (estimates a lower bound on "
+            "KL(q || p), nats)",
             f"  verdict: {label}",
             textwrap.fill(self.verdict[len(label) + 2:], width=88, initial_indent="    ",
                           subsequent_indent="    "),
