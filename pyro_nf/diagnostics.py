@@ -58,7 +58,8 @@ def psis(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
 
     Returns:
         The smoothed log weights normalised so that :math:`\sum_s \tilde w_s = 1`, and
-        :math:`\hat k` (``inf`` when the tail is too short to fit).
+        :math:`\hat k` (``inf`` when the tail is too short to fit, ``-inf`` when all weights are
+        equal, i.e. the guide is exact).
 
     Raises:
         ValueError: If any log weight is NaN.
@@ -72,6 +73,9 @@ def psis(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
     if np.isnan(lw).any():
         raise ValueError(f"{int(np.isnan(lw).sum())} of {lw.size} log weights are NaN: the model "
                          "or guide produced an invalid density for some draws")
+    if lw.size and np.ptp(lw) == 0.0:
+        # Constant weights (q proportional to p): bounded, the limit k -> -inf; nothing to fit.
+        return np.full(lw.size, -math.log(lw.size)), -math.inf
     smoothed, khat = az.psislw(lw, reff=1.0)
     return np.asarray(smoothed), float(khat)
 
@@ -83,7 +87,7 @@ def verdict(khat: float) -> str:
         >>> verdict(0.3).split(":")[0]
         'good'
     """
-    if not math.isfinite(khat):
+    if math.isnan(khat) or khat == math.inf:
         return ("unknown: too few draws in the tail to estimate k-hat; draw more samples "
                 "(num_samples)")
     if khat < KHAT_GOOD:
@@ -237,7 +241,7 @@ def diagnose(model: Callable, guide: Callable, *args: Any, num_samples: int = 10
         >>> from pyro.infer.autoguide import AutoNormal
         >>> def model():
         ...     pyro.sample("z", dist.Normal(0.0, 1.0))
-        >>> d = diagnose(model, AutoNormal(model, init_scale=1.0), num_samples=2000)
+        >>> d = diagnose(model, AutoNormal(model, init_scale=0.9), num_samples=2000)
         >>> d.khat < 0.5 and abs(d.iwelbo) < 0.05
         True
     """

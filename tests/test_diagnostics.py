@@ -143,6 +143,12 @@ def test_summary_numbers_from_known_log_weights():
     assert heavy.khat > 0.7 and heavy.ess < 400
 
 
+def test_constant_log_weights_mean_an_exact_guide():
+    smoothed, khat = psis(np.full(100, -3.0))
+    assert khat == -math.inf and verdict(khat).startswith("good")
+    np.testing.assert_allclose(np.exp(smoothed), 0.01)
+
+
 def test_psis_refuses_nan_log_weights():
     with pytest.raises(ValueError, match="NaN"):
         psis(np.array([0.0, np.nan, 1.0]))
