@@ -20,6 +20,7 @@ import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.optim import PyroOptim
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 
 from pyro_nf.checkpoint import preserved_rng
 
@@ -144,7 +145,7 @@ def latent_sites(trace: poutine.Trace) -> dict[str, torch.Size]:
     """Unobserved, non-auxiliary sample sites of a trace, with their value shapes."""
     return {name: site["value"].shape for name, site in trace.nodes.items()
             if site["type"] == "sample" and not site["is_observed"]
-            and not site["infer"].get("is_auxiliary")}
+            and not site["infer"].get("is_auxiliary") and not site_is_subsample(site)}
 
 
 def uses_enumeration(trace: poutine.Trace) -> bool:
@@ -165,8 +166,9 @@ def setup_guide(guide: Callable, model_trace: poutine.Trace, args: tuple,
         with preserved_rng(), poutine.block():
             guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
     except Exception as err:
-        raise FitInputError(f"the guide fails on the model's arguments ({type(err).__name__}: "
-                            f"{err}); was it built for another model?") from err
+        raise FitInputError(f"running the guide on the model's arguments failed "
+                            f"({type(err).__name__}: {err}); check the guide's options and that "
+                            "it was built for this model") from err
     in_model = latent_sites(model_trace)
     in_guide = latent_sites(guide_trace)
     extra = sorted(set(in_guide) - set(in_model))

@@ -147,8 +147,12 @@ class _Progress:
         if not enabled:
             return
         if hasattr(self.stream, "isatty") and self.stream.isatty():
+            try:  # a pseudo-terminal may report 0 columns: tqdm would then draw nothing
+                sized = os.get_terminal_size(self.stream.fileno()).columns > 0
+            except (OSError, ValueError, AttributeError):
+                sized = False
             self.bar = tqdm(total=total, initial=initial, file=self.stream, desc="fit",
-                            unit="step", dynamic_ncols=True)
+                            unit="step", dynamic_ncols=sized, ncols=None if sized else 100)
         else:
             self.every = max(1, total // 10)
 
@@ -284,7 +288,8 @@ def fit(model: Callable, guide: Callable, *args: Any, num_steps: int = 1000, lr:
         ckpt = load_checkpoint(resume)
         _load_state(ckpt, guide, params, config, optim, guard, resume)
         losses = [float(v) for v in ckpt["losses"]]
-        stop_reason = ckpt.get("stop_reason")
+        # a completed fit continues when asked for more steps; an early-stopped one stays stopped
+        stop_reason = "early_stop" if ckpt.get("stop_reason") == "early_stop" else None
         restore_rng_state(ckpt["rng"])
     start_step = step = len(losses)
 
