@@ -147,12 +147,14 @@ class _Progress:
         if not enabled:
             return
         if hasattr(self.stream, "isatty") and self.stream.isatty():
-            try:  # a pseudo-terminal may report 0 columns: tqdm would then draw nothing
-                sized = os.get_terminal_size(self.stream.fileno()).columns > 0
+            try:  # a pseudo-terminal may report a 0 x 0 size: tqdm would then draw nothing
+                size = os.get_terminal_size(self.stream.fileno())
+                sized = size.columns > 0 and size.lines > 0
             except (OSError, ValueError, AttributeError):
                 sized = False
             self.bar = tqdm(total=total, initial=initial, file=self.stream, desc="fit",
-                            unit="step", dynamic_ncols=sized, ncols=None if sized else 100)
+                            unit="step", dynamic_ncols=sized, ncols=None if sized else 100,
+                            nrows=None if sized else 20)
         else:
             self.every = max(1, total // 10)
 

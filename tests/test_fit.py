@@ -22,6 +22,7 @@ import torch
 from pyro import poutine
 from pyro.infer import Predictive, config_enumerate
 from pyro.infer.autoguide import AutoDiagonalNormal, AutoIAFNormal, AutoNormal
+from pyro.ops.indexing import Vindex
 
 from pyro_nf.checkpoint import CheckpointError, load_checkpoint
 from pyro_nf.fit import EarlyStop, FitDivergedError, FitInputError, FitResult, fit
@@ -60,7 +61,7 @@ def mixture(y: torch.Tensor) -> None:
     locs = pyro.sample("locs", dist.Normal(0.0, 10.0).expand([2]).to_event(1))
     with pyro.plate("data", len(y)):
         assign = pyro.sample("assign", dist.Categorical(torch.tensor([0.5, 0.5])))
-        pyro.sample("y", dist.Normal(locs[assign], 1.0), obs=y)
+        pyro.sample("y", dist.Normal(Vindex(locs)[..., assign], 1.0), obs=y)
 
 
 Y = torch.full((20,), 3.0)
@@ -121,10 +122,11 @@ def test_every_registered_guide_fits_through_fit(name):
     assert torch.isfinite(draws["mu"]).all() and (draws["sigma"] > 0).all()
 
 
-def test_enumerated_model_gets_trace_enum_elbo():
+@pytest.mark.parametrize("num_particles", [1, 3])
+def test_enumerated_model_gets_trace_enum_elbo(num_particles):
     y = torch.cat([torch.full((10,), -2.0), torch.full((10,), 2.0)])
     guide = AutoNormal(poutine.block(mixture, hide=["assign"]))
-    r = fit(mixture, guide, y, num_steps=20, seed=0, progress=False)
+    r = fit(mixture, guide, y, num_steps=20, seed=0, progress=False, num_particles=num_particles)
     assert r.loss == "TraceEnum_ELBO" and all(map(torch.isfinite, torch.tensor(r.losses)))
     with pytest.raises(ValueError, match="enumerates"):
         fit(mixture, guide, y, num_steps=5, loss="Trace_ELBO", progress=False)
@@ -248,9 +250,10 @@ def _read_all(fd: int, chunks: list[bytes]) -> None:
         chunks.append(data)
 
 
-def test_progress_bar_is_drawn_on_a_terminal(monkeypatch):
+@pytest.mark.parametrize("rows_cols", [(24, 100), (0, 0)], ids=["100-columns", "unsized"])
+def test_progress_bar_is_drawn_on_a_terminal(monkeypatch, rows_cols):
     master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *rows_cols, 0, 0))
     chunks: list[bytes] = []
     reader = threading.Thread(target=_read_all, args=(master, chunks))
     reader.start()
