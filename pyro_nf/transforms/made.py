@@ -101,29 +101,37 @@ class MADE(nn.Module):
         out_deg = degrees_in.repeat(num_outputs)
         self.output = nn.Linear(hidden_dims[-1], num_outputs * input_dim)
         self.register_buffer("mask_out", (out_deg[:, None] > prev[None, :]).to(torch.get_default_dtype()))
+        # direct (skip) input -> output connections, as in Germain et al. (2015), Sec. 4: an
+        # output may depend linearly on every input that precedes it.
+        self.skip = nn.Linear(input_dim, num_outputs * input_dim, bias=False)
+        self.register_buffer("mask_skip",
+                             (out_deg[:, None] > degrees_in[None, :]).to(torch.get_default_dtype()))
         self.activation = activation()
         if zero_output:
             nn.init.zeros_(self.output.weight)
             nn.init.zeros_(self.output.bias)
+            nn.init.zeros_(self.skip.weight)
 
     def masks(self) -> list[torch.Tensor]:
-        """The binary masks, input layer first, output layer last."""
+        """The binary masks of the hidden and output layers, input layer first (not the skip)."""
         return [getattr(self, f"mask{i}") for i in range(len(self.layers))] + [self.mask_out]
 
     def masked_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``(weight * mask, bias)`` for every layer. Form these once and reuse them across the
         sequential passes of an autoregressive inverse (see :meth:`apply`)."""
         mods = [*self.layers, self.output]
-        return [(m.weight * mask, m.bias) for m, mask in zip(mods, self.masks(), strict=True)]
+        weights = [(m.weight * mask, m.bias) for m, mask in zip(mods, self.masks(), strict=True)]
+        weights.append((self.skip.weight * self.mask_skip, None))
+        return weights
 
     def apply_weights(self, weights: list[tuple[torch.Tensor, torch.Tensor]],
                       x: torch.Tensor) -> torch.Tensor:
         """Run the network with pre-masked ``weights`` (from :meth:`masked_weights`)."""
         h = x
-        for w, b in weights[:-1]:
+        for w, b in weights[:-2]:
             h = self.activation(F.linear(h, w, b))
-        w, b = weights[-1]
-        out = F.linear(h, w, b)
+        w, b = weights[-2]
+        out = F.linear(h, w, b) + F.linear(x, weights[-1][0])
         return out.unflatten(-1, (self.num_outputs, self.input_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
