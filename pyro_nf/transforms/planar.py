@@ -7,9 +7,11 @@ r"""Planar flow (Rezende & Mohamed 2015).
 as
 
 .. math:: \hat u = u + \big(m(w^\top u) - w^\top u\big) \frac{w}{\|w\|^2},
-          \qquad m(a) = \mathrm{ELU}(a) = \begin{cases} a & a > 0 \\ e^a - 1 & a \le 0\end{cases}
+          \qquad m(a) = (1 - 10^{-4})\,\mathrm{ELU}(a), \quad
+          \mathrm{ELU}(a) = \begin{cases} a & a > 0 \\ e^a - 1 & a \le 0\end{cases}
 
-so :math:`w^\top \hat u = m(w^\top u) > -1` always. Unlike Rezende & Mohamed's
+so :math:`w^\top \hat u = m(w^\top u) > -1 + 10^{-4}` always (strictly invertible, with a bounded
+log-det even where :math:`e^a` underflows). Unlike Rezende & Mohamed's
 :math:`m(a) = -1 + \log(1 + e^a)`, :math:`m(0) = 0` here, so :math:`u = 0` gives
 :math:`\hat u = 0` *exactly*: the layer starts as the identity, bit for bit. (With the softplus
 :math:`m`, :math:`u = 0` maps to :math:`\hat u = (\log 2 - 1) w / \|w\|^2 \neq 0`.)
@@ -31,6 +33,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from .base import FlowTransform
+
+# w.u_hat = _MARGIN * ELU(w.u) >= -(1 - 1e-4): strictly inside the invertible region, so the
+# log-det is bounded below by log(1e-4) instead of reaching -inf when exp(w.u) underflows.
+_MARGIN = 1.0 - 1e-4
 
 
 class Planar(FlowTransform):
@@ -58,7 +64,8 @@ class Planar(FlowTransform):
     def u_hat(self) -> torch.Tensor:
         r"""The constrained :math:`\hat u` with :math:`w^\top \hat u > -1`."""
         wu = self.w @ self.u
-        return self.u + (F.elu(wu) - wu) * self.w / (self.w @ self.w).clamp_min(1e-30)
+        m = _MARGIN * F.elu(wu)  # > -1 + 1e-4 even where exp(wu) underflows
+        return self.u + (m - wu) * self.w / (self.w @ self.w).clamp_min(1e-30)
 
     def _forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         u_hat = self.u_hat()
