@@ -257,26 +257,33 @@ def torch_optimizers(optim: PyroOptim) -> list[torch.optim.Optimizer]:
 
 
 def diagnose_nonfinite(model: Callable, guide: Callable, args: tuple, kwargs: dict,
-                       params: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
-    """Return (non-finite parameter names, latent sites with non-finite draws or log densities)."""
+                       params: dict[str, torch.Tensor],
+                       num_draws: int = 20) -> tuple[list[str], list[str]]:
+    """Return (non-finite parameter names, sites with non-finite draws or log densities).
+
+    The guide is run ``num_draws`` times (a divergence often shows in only some draws) and the model
+    replayed on each draw; sites are listed in order of first appearance.
+    """
     bad_params = [n for n, p in params.items() if not bool(torch.isfinite(p).all())]
     sites: dict[str, None] = {}
     with preserved_rng(), poutine.block(), torch.no_grad(), pyro.validation_enabled(False):
-        try:
-            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-            for name, site in guide_trace.nodes.items():
-                if (site["type"] == "sample" and not site["infer"].get("is_auxiliary")
-                        and isinstance(site["value"], torch.Tensor)
-                        and not bool(torch.isfinite(site["value"]).all())):
-                    sites[name] = None
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-                *args, **kwargs)
+        for _ in range(num_draws):
+            try:
+                guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+                model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+                    *args, **kwargs)
+            except Exception:  # best effort: the error message still names the parameters
+                continue
             for trace in (guide_trace, model_trace):
                 for name, site in trace.nodes.items():
-                    if site["type"] == "sample" and not site["infer"].get("is_auxiliary"):
-                        lp = site["fn"].log_prob(site["value"])
-                        if not bool(torch.isfinite(lp).all()):
-                            sites[name] = None
-        except Exception:  # best effort: the error message still names the parameters
-            pass
+                    if (site["type"] != "sample" or site["infer"].get("is_auxiliary")
+                            or site_is_subsample(site)):
+                        continue
+                    try:
+                        value_ok = bool(torch.isfinite(site["value"]).all())
+                        lp_ok = bool(torch.isfinite(site["fn"].log_prob(site["value"])).all())
+                    except Exception:
+                        value_ok = lp_ok = False
+                    if not (value_ok and lp_ok):
+                        sites[name] = None
     return bad_params, list(sites)

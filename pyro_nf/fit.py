@@ -20,6 +20,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -309,50 +310,53 @@ def fit(model: Callable, guide: Callable, *args: Any, num_steps: int = 1000, lr:
     # --- the loop ------------------------------------------------------------------------------
     pause_at = os.environ.get(_PAUSE_AT_STEP_ENV)
     bar = _Progress(progress and stop_reason is None and step < num_steps, num_steps, step)
-    try:
-        while stop_reason is None and step < num_steps:
-            if pause_at is not None:
-                pause_point_for_tests(_PAUSE_AT_STEP_ENV, step)
-            guard.before_step()
-            try:
-                value = float(svi.step(*args, **kwargs))
-            except KeyboardInterrupt:
-                guard.undo_step()
-                stop_reason = "interrupted"
-                break
-            except (ValueError, RuntimeError) as err:
-                if not is_divergence_error(err):
-                    raise
-                guard.last_error, value = err, math.nan
-            if math.isfinite(value):
-                guard.verified()
-                if all_finite(params):
-                    losses.append(value)
-                    step += 1
-                    guard.completed(step)
-                    if stepper is not None:
-                        stepper(value)
-                    bar.update(step, value, current_lr(optim, lr))
-                    if early_stop is not None and early_stop.should_stop(losses):
-                        stop_reason = "early_stop"
-                    if checkpoint is not None and step % checkpoint_every == 0:
-                        write_checkpoint()
-                    continue
-            guard.recover(step, optim, lr, model, guide, args, kwargs)
-        if stop_reason != "interrupted" and step > start_step:
-            with preserved_rng():  # the last update is not yet verified by a loss: check it
+    with warnings.catch_warnings():
+        # Pyro warns on every NaN loss; here the guard handles them (and reports what it did)
+        warnings.filterwarnings("ignore", message=r"Encountered (NaN|\+/-Inf)")
+        try:
+            while stop_reason is None and step < num_steps:
+                if pause_at is not None:
+                    pause_point_for_tests(_PAUSE_AT_STEP_ENV, step)
+                guard.before_step()
                 try:
-                    final = svi.evaluate_loss(*args, **kwargs)
+                    value = float(svi.step(*args, **kwargs))
+                except KeyboardInterrupt:
+                    guard.undo_step()
+                    stop_reason = "interrupted"
+                    break
                 except (ValueError, RuntimeError) as err:
                     if not is_divergence_error(err):
                         raise
-                    final = math.nan
-            guard.final_check(final, step)
-        stop_reason = stop_reason or "completed"
-        if checkpoint is not None and stop_reason != "interrupted":
-            write_checkpoint()  # records the stop reason (and a final-check restore)
-    finally:
-        bar.close(stop_reason or "error", step)
+                    guard.last_error, value = err, math.nan
+                if math.isfinite(value):
+                    guard.verified()
+                    if all_finite(params):
+                        losses.append(value)
+                        step += 1
+                        guard.completed(step)
+                        if stepper is not None:
+                            stepper(value)
+                        bar.update(step, value, current_lr(optim, lr))
+                        if early_stop is not None and early_stop.should_stop(losses):
+                            stop_reason = "early_stop"
+                        if checkpoint is not None and step % checkpoint_every == 0:
+                            write_checkpoint()
+                        continue
+                guard.recover(step, optim, lr, model, guide, args, kwargs)
+            if stop_reason != "interrupted" and step > start_step:
+                with preserved_rng():  # the last update is not yet verified by a loss: check it
+                    try:
+                        final = svi.evaluate_loss(*args, **kwargs)
+                    except (ValueError, RuntimeError) as err:
+                        if not is_divergence_error(err):
+                            raise
+                        final = math.nan
+                guard.final_check(final, step)
+            stop_reason = stop_reason or "completed"
+            if checkpoint is not None and stop_reason != "interrupted":
+                write_checkpoint()  # records the stop reason (and a final-check restore)
+        finally:
+            bar.close(stop_reason or "error", step)
     return FitResult(
         guide=guide, losses=losses, wall_seconds=time.perf_counter() - t0, num_steps=len(losses),
         stop_reason=stop_reason, num_recoveries=len(guard.recovery_steps),
