@@ -31,8 +31,8 @@ from pyro.infer.autoguide import (
     AutoNormal,
 )
 from pyro.infer.autoguide.initialization import init_to_median
-from pyro.nn import PyroModule, PyroParam
 from pyro.infer.autoguide.utils import deep_setattr
+from pyro.nn import PyroModule, PyroParam
 from torch import nn
 from torch.distributions import biject_to, transform_to
 
