@@ -69,8 +69,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=_positive_float, default=None, help="Adam learning rate")
     p.add_argument("--num-samples", type=_positive_int, default=1000,
                    help="posterior draws saved per guide (default 1000)")
-    p.add_argument("--diagnose-samples", type=_positive_int, default=4000,
-                   help="importance samples for k-hat / ESS / IW-ELBO (default 4000)")
+    p.add_argument("--diagnose-samples", type=_positive_int, default=10_000,
+                   help="importance samples for k-hat / ESS / IW-ELBO (default 10000)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--traceback", action="store_true",
                    help="show the full trace of unexpected errors")
@@ -137,7 +137,9 @@ def _load(args: argparse.Namespace) -> ModelSpec:
 
 
 def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"num_steps": args.steps}
+    from pyro_nf.compare import DEFAULT_FIT_KWARGS
+
+    kwargs: dict[str, Any] = {**DEFAULT_FIT_KWARGS, "num_steps": args.steps}
     if args.lr is not None:
         kwargs["lr"] = args.lr
     return kwargs

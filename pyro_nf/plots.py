@@ -57,14 +57,14 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
 
 
 def _smooth(y: np.ndarray, window: int) -> np.ndarray:
+    """Rolling median: robust to the rare huge losses of a heavy-tailed ELBO estimate."""
     if window <= 1 or len(y) < window:
         return y
-    kernel = np.ones(window) / window
-    return np.convolve(y, kernel, mode="valid")
+    return np.median(np.lib.stride_tricks.sliding_window_view(y, window), axis=1)
 
 
 def plot_elbo(fits: Mapping[str, Any]) -> Figure:
-    """ELBO (minus the SVI loss, smoothed over ~2% of the steps) against step, one line per guide.
+    """ELBO (minus the SVI loss, rolling median over ~2% of the steps) per step, one line per guide.
 
     Args:
         fits: guide name -> object with ``losses`` (a list of floats), e.g. a ``FitResult``.
@@ -86,7 +86,7 @@ def plot_elbo(fits: Mapping[str, Any]) -> Figure:
         ax.plot(steps, smooth, color=_color(i), label=name, lw=1.3)
         tail = smooth[smooth.size // 5:] if smooth.size >= 5 else smooth
         lows.append(np.percentile(tail, 1))
-        highs.append(smooth.max())
+        highs.append(np.percentile(tail, 100))
     if lows:
         lo, hi = min(lows), max(highs)
         pad = 0.1 * (hi - lo) if hi > lo else 1.0
