@@ -244,7 +244,8 @@ class _AutoAutoregressive(AutoFlow):
 
     def __init__(self, model: Callable, *, num_flows: int = 4,
                  hidden_dims: Sequence[int] | None = None, init_loc_fn: Callable = init_to_median,
-                 init_scale: float = 0.1, max_log_scale: float = 5.0) -> None:
+                 init_scale: float = 0.1, max_log_scale: float = 5.0,
+                 skip_connections: bool = True) -> None:
         if hidden_dims is not None:
             hidden_dims = tuple(hidden_dims)
             if not hidden_dims:
@@ -255,9 +256,11 @@ class _AutoAutoregressive(AutoFlow):
             raise ValueError(f"max_log_scale must be a positive number, got {max_log_scale!r}")
         self.hidden_dims = hidden_dims
         self.max_log_scale = float(max_log_scale)
+        self.skip_connections = bool(skip_connections)
         super().__init__(model, num_flows=num_flows, init_loc_fn=init_loc_fn,
                          init_scale=init_scale, hidden_dims=hidden_dims,
-                         max_log_scale=self.max_log_scale)
+                         max_log_scale=self.max_log_scale,
+                         skip_connections=self.skip_connections)
 
     @staticmethod
     def default_hidden_dims(latent_dim: int) -> tuple[int, int]:
@@ -269,7 +272,8 @@ class _AutoAutoregressive(AutoFlow):
         hidden = self.hidden_dims or self.default_hidden_dims(latent_dim)
         return [AffineAutoregressive(latent_dim, hidden, direction=self.direction,
                                      order="natural" if k % 2 == 0 else "reversed",
-                                     max_log_scale=self.max_log_scale)
+                                     max_log_scale=self.max_log_scale,
+                                     skip_connections=self.skip_connections)
                 for k in range(self.num_flows)]
 
 
@@ -284,8 +288,10 @@ class AutoIAF(_AutoAutoregressive):
 
     Defaults: ``num_flows=4`` layers alternating natural and reversed variable order (the
     permutation between layers), ``hidden_dims=(max(2D, 32),) * 2``, ``max_log_scale=5`` (each
-    layer scales a coordinate by at most :math:`e^{\pm 5}`; no overflow for any input). These fit
-    the funnel and eight schools without tuning.
+    layer scales a coordinate by at most :math:`e^{\pm 5}`; no overflow for any input) and
+    ``skip_connections=True`` (MADE's direct input-output connections, fused into the output
+    layer: they let a scale depend linearly on earlier coordinates, as a funnel's does, and they
+    lowered the funnel's KL in our runs; ``False`` gives Pyro's ``AutoIAFNormal`` architecture).
 
     Example:
         >>> import pyro, pyro.distributions as dist

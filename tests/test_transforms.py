@@ -59,10 +59,12 @@ def test_log_det_matches_autograd(name, dim, seed):
 
 @pytest.mark.parametrize("direction", ["iaf", "maf"])
 @given(dim=st.integers(1, 40), widths=st.lists(st.integers(1, 70), min_size=1, max_size=3),
-       order=st.sampled_from(["natural", "reversed", "random"]), seed=st.integers(0, 2**16))
-def test_autoregressive_any_widths_and_orders(direction, dim, widths, order, seed):
+       order=st.sampled_from(["natural", "reversed", "random"]), skip=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_autoregressive_any_widths_and_orders(direction, dim, widths, order, skip, seed):
     torch.manual_seed(seed)
-    t = AffineAutoregressive(dim, tuple(widths), direction=direction, order=order).double()
+    t = AffineAutoregressive(dim, tuple(widths), direction=direction, order=order,
+                             skip_connections=skip).double()
     with torch.no_grad():
         for p in t.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -149,26 +151,30 @@ def test_planar_constraint_keeps_it_invertible():
 
 
 @given(dim=st.integers(1, 64), widths=st.lists(st.integers(1, 80), min_size=1, max_size=3),
-       order=st.sampled_from(["natural", "reversed", "random"]), seed=st.integers(0, 2**16))
-def test_made_jacobian_is_zero_where_the_mask_says(dim, widths, order, seed):
+       order=st.sampled_from(["natural", "reversed", "random"]), skip=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_made_jacobian_is_zero_where_the_mask_says(dim, widths, order, skip, seed):
     torch.manual_seed(seed)
-    made = MADE(dim, tuple(widths), num_outputs=2, order=order, zero_output=False).double()
+    made = MADE(dim, tuple(widths), num_outputs=2, order=order, zero_output=False,
+                skip_connections=skip).double()
     with torch.no_grad():
-        made.skip.weight.normal_()
+        made.output.weight.normal_()
     x = torch.randn(dim, dtype=torch.float64)
     jac = torch.autograd.functional.jacobian(lambda v: made(v), x)  # (2, D, D)
     allowed = made.connectivity()
     assert torch.all(jac[:, ~allowed] == 0)
-    # and outputs do depend on every allowed input through the skip connection
-    assert torch.all(jac[:, allowed] != 0)
+    if skip:  # outputs then depend on every allowed input, through the direct connections
+        assert torch.all(jac[:, allowed] != 0)
 
 
 def test_made_masks_by_hand():
     made = MADE(3, (2,), num_outputs=1, order="natural")
     # input degrees 1,2,3; hidden degrees spread over 1..2 -> [1, 2]
     assert torch.equal(made.mask0, torch.tensor([[1.0, 0, 0], [1, 1, 0]]))
-    assert torch.equal(made.mask_out, torch.tensor([[0.0, 0], [1, 0], [1, 1]]))
-    assert torch.equal(made.mask_skip, torch.tensor([[0.0, 0, 0], [1, 0, 0], [1, 1, 0]]))
+    # output mask: [hidden part | direct input part]
+    assert torch.equal(made.mask_out, torch.tensor([[0.0, 0, 0, 0, 0],
+                                                    [1, 0, 1, 0, 0],
+                                                    [1, 1, 1, 1, 0]]))
     rev = MADE(3, (2,), num_outputs=1, order="reversed")
     assert torch.equal(rev.connectivity(), torch.tensor([[False, True, True],
                                                          [False, False, True],

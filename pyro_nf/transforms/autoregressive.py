@@ -51,6 +51,7 @@ class AffineAutoregressive(FlowTransform):
         order: MADE variable order: ``"natural"``, ``"reversed"``, ``"random"`` or a permutation.
         max_log_scale: :math:`L`, the bound on each coordinate's log-scale per layer.
         activation: MADE hidden non-linearity.
+        skip_connections: MADE direct input-to-output connections (see :class:`MADE`).
 
     Example:
         >>> t = AffineAutoregressive(4, hidden_dims=(16,), direction="maf")
@@ -61,7 +62,8 @@ class AffineAutoregressive(FlowTransform):
 
     def __init__(self, input_dim: int, hidden_dims: Sequence[int] = (32,),
                  direction: str = "iaf", order: str | Sequence[int] | torch.Tensor = "natural",
-                 max_log_scale: float = 5.0, activation: type[nn.Module] = nn.ReLU) -> None:
+                 max_log_scale: float = 5.0, activation: type[nn.Module] = nn.ReLU,
+                 skip_connections: bool = True) -> None:
         super().__init__(input_dim)
         if direction not in ("iaf", "maf"):
             raise ValueError(f"direction must be 'iaf' or 'maf', got {direction!r}")
@@ -70,7 +72,8 @@ class AffineAutoregressive(FlowTransform):
         self.direction = direction
         self.max_log_scale = float(max_log_scale)
         self.made = MADE(input_dim, hidden_dims, num_outputs=2, order=order,
-                         activation=activation, zero_output=True)
+                         activation=activation, zero_output=True,
+                         skip_connections=skip_connections)
 
     def _shift_log_scale(self, weights: list, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.made.apply_weights(weights, c)

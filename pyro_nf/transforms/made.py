@@ -66,6 +66,9 @@ class MADE(nn.Module):
         order: variable order, see :func:`make_order`.
         activation: hidden non-linearity.
         zero_output: initialise the output layer at zero, so the network's output is exactly 0.
+        skip_connections: add direct (masked) input-to-output connections, fused into the output
+            layer (one extra ``D`` columns in its matrix): outputs can depend linearly on their
+            predecessors, which e.g. a funnel's log-scale needs.
 
     Example:
         >>> made = MADE(3, hidden_dims=(8,), num_outputs=2, order="reversed")
@@ -75,7 +78,8 @@ class MADE(nn.Module):
 
     def __init__(self, input_dim: int, hidden_dims: Sequence[int], num_outputs: int = 2,
                  order: str | Sequence[int] | torch.Tensor = "natural",
-                 activation: type[nn.Module] = nn.ReLU, zero_output: bool = True) -> None:
+                 activation: type[nn.Module] = nn.ReLU, zero_output: bool = True,
+                 skip_connections: bool = True) -> None:
         super().__init__()
         hidden_dims = tuple(hidden_dims)
         if not hidden_dims or any(not isinstance(h, int) or h < 1 for h in hidden_dims):
@@ -99,39 +103,42 @@ class MADE(nn.Module):
             self.register_buffer(f"mask{i}", (deg[:, None] >= prev[None, :]).to(torch.get_default_dtype()))
             prev = deg
         out_deg = degrees_in.repeat(num_outputs)
-        self.output = nn.Linear(hidden_dims[-1], num_outputs * input_dim)
-        self.register_buffer("mask_out", (out_deg[:, None] > prev[None, :]).to(torch.get_default_dtype()))
-        # direct (skip) input -> output connections, as in Germain et al. (2015), Sec. 4: an
-        # output may depend linearly on every input that precedes it.
-        self.skip = nn.Linear(input_dim, num_outputs * input_dim, bias=False)
-        self.register_buffer("mask_skip",
-                             (out_deg[:, None] > degrees_in[None, :]).to(torch.get_default_dtype()))
+        # With skip connections the output layer reads the last hidden layer *and* the inputs:
+        # the direct connections of Germain et al. (2015, Sec. 4), so an output may depend linearly
+        # on every input that precedes it. One fused matrix: one parameter, one matmul.
+        self.skip_connections = bool(skip_connections)
+        extra = input_dim if self.skip_connections else 0
+        self.output = nn.Linear(hidden_dims[-1] + extra, num_outputs * input_dim)
+        mask_out = out_deg[:, None] > prev[None, :]
+        if self.skip_connections:
+            mask_out = torch.cat([mask_out, out_deg[:, None] > degrees_in[None, :]], dim=1)
+        self.register_buffer("mask_out", mask_out.to(torch.get_default_dtype()))
         self.activation = activation()
         if zero_output:
             nn.init.zeros_(self.output.weight)
             nn.init.zeros_(self.output.bias)
-            nn.init.zeros_(self.skip.weight)
 
     def masks(self) -> list[torch.Tensor]:
-        """The binary masks of the hidden and output layers, input layer first (not the skip)."""
+        """The binary masks, input layer first; the output mask's last ``D`` columns are the
+        direct input-to-output connections."""
         return [getattr(self, f"mask{i}") for i in range(len(self.layers))] + [self.mask_out]
 
     def masked_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``(weight * mask, bias)`` for every layer. Form these once and reuse them across the
-        sequential passes of an autoregressive inverse (see :meth:`apply`)."""
+        sequential passes of an autoregressive inverse (see :meth:`apply_weights`)."""
         mods = [*self.layers, self.output]
-        weights = [(m.weight * mask, m.bias) for m, mask in zip(mods, self.masks(), strict=True)]
-        weights.append((self.skip.weight * self.mask_skip, None))
-        return weights
+        return [(m.weight * mask, m.bias) for m, mask in zip(mods, self.masks(), strict=True)]
 
     def apply_weights(self, weights: list[tuple[torch.Tensor, torch.Tensor]],
                       x: torch.Tensor) -> torch.Tensor:
         """Run the network with pre-masked ``weights`` (from :meth:`masked_weights`)."""
         h = x
-        for w, b in weights[:-2]:
+        for w, b in weights[:-1]:
             h = self.activation(F.linear(h, w, b))
-        w, b = weights[-2]
-        out = F.linear(h, w, b) + F.linear(x, weights[-1][0])
+        w, b = weights[-1]
+        if self.skip_connections:
+            h = torch.cat([h, x], dim=-1)
+        out = F.linear(h, w, b)
         return out.unflatten(-1, (self.num_outputs, self.input_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,4 +151,4 @@ class MADE(nn.Module):
 
     def extra_repr(self) -> str:
         return f"input_dim={self.input_dim}, hidden_dims={self.hidden_dims}, " \
-               f"num_outputs={self.num_outputs}"
+               f"num_outputs={self.num_outputs}, skip_connections={self.skip_connections}"
