@@ -66,7 +66,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="built-in example name or path/to/file.py:model_fn")
     p.add_argument("--data", metavar="FILE", help=".csv or .npz: model keyword arguments by name")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--lr", type=_positive_float, default=None, help="Adam learning rate")
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help="initial Adam learning rate (default 0.05, decaying to a tenth)")
     p.add_argument("--num-samples", type=_positive_int, default=1000,
                    help="posterior draws saved per guide (default 1000)")
     p.add_argument("--diagnose-samples", type=_positive_int, default=10_000,

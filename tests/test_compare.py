@@ -120,6 +120,7 @@ def test_save_writes_files_and_real_images(funnel_cmp: Comparison, tmp_path: Pat
 def test_every_kind_of_reference_is_accepted() -> None:
     ex = get_example("banana")
     kinds = {
+        "example": ex,
         "summary": ex.reference,
         "sampler": ex.exact_sampler,
         "draws": ex.exact_sampler(2000, 1),
