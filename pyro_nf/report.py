@@ -120,6 +120,11 @@ def interpret(table: pd.DataFrame, errors: pd.DataFrame | None = None) -> list[s
             if not match.empty:
                 rg = float(match.iloc[0])
                 s += f"; {best}'s is {rg:.2f}x ({_pct(rg)} off)"
+            same = errors[errors["parameter"] == worst].set_index("guide")["sd_ratio"]
+            same = same[np.isfinite(same)]
+            closest = same.index[int(np.argmin(np.abs(np.log(same.to_numpy()))))]
+            if closest not in (base, best):
+                s += f"; closest is {closest}'s, {same[closest]:.2f}x ({_pct(same[closest])} off)"
             out.append(s + ".")
     if "w1_unconstrained" in table and table["w1_unconstrained"].notna().any():
         w = table["w1_unconstrained"].astype(float)

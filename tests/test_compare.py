@@ -217,6 +217,12 @@ def test_interpretation_follows_the_numbers() -> None:
     assert "hardest marginal for meanfield is tau: its sd is 0.35x" in text[2]
     assert "iaf's is 0.88x (12% off)" in text[2]
     assert "Verdict: a flow is worth it for this model (iaf)." == text[-1]
+    three = pd.concat([_table(0.93, 0.45), pd.DataFrame(
+        {"khat": [0.6], "iwelbo": [-39.0], "ms_per_step": [2.0], "num_params": [50],
+         "w1_unconstrained": [0.2]}, index=pd.Index(["planar"], name="guide"))])
+    errors3 = pd.concat([errors, pd.DataFrame({"guide": ["planar"], "parameter": ["tau"],
+                                               "sd_ratio": [0.97]})])
+    assert "closest is planar's, 0.97x (3% off)" in interpret(three, errors3)[2]
     good = interpret(_table(0.3, 0.28))
     assert good[0].startswith("meanfield's k-hat 0.30 < 0.5") and "good enough" in good[-1]
     hopeless = interpret(_table(0.95, 0.9))
