@@ -7,8 +7,20 @@ Model (the same for every guide): ``x ~ Normal(0, 1)^D``, five observations ``y_
 
 Guides: pyro_nf ``AutoPlanar`` (its default 16 layers), ``AutoIAF`` and ``AutoMAF`` with ``K``
 layers (``--flows``, default 2) of hidden widths ``(H, H)``, ``H = max(2D, 32)`` (pyro_nf's default
-width rule; Pyro's MADE needs ``H >= D``); Pyro's ``AutoIAFNormal(hidden_dim=[H, H],
-num_transforms=K)`` (the reference, same depth and width as ``AutoIAF``) and ``AutoNormal``.
+width rule; Pyro's MADE needs ``H >= D``), Pyro's ``AutoIAFNormal`` and ``AutoNormal``. The IAF
+rows come in two pairs of identical architecture (K layers, MADE ``D -> H -> H -> 2D``, ReLU):
+
+- ``AutoIAF`` = ``AutoIAF(skip_connections=False)`` vs ``AutoIAFNormal`` = Pyro's
+  ``AutoIAFNormal(hidden_dim=[H, H], num_transforms=K)`` (its network has no skip connections);
+- ``AutoIAF+skip`` = ``AutoIAF(skip_connections=True)`` (direct input-output connections fused
+  into the output layer) vs ``AutoIAFNormal+skip``: what ``AutoIAFNormal`` builds, with
+  ``AutoRegressiveNN(..., skip_connections=True)`` (a separate bias-free masked ``D -> 2D``
+  layer). ``AutoIAFNormal`` cannot take the option: its ``**kwargs`` go to
+  ``AffineAutoregressive``, which rejects ``skip_connections``, so the row is
+  ``AutoNormalizingFlow(model, lambda d: iterated(K, AffineAutoregressive(AutoRegressiveNN(...))))``,
+  the same construction ``AutoIAFNormal`` makes.
+
+``AutoMAF`` runs at pyro_nf's default (skip connections on).
 Every guide has its own ``Adam(lr=1e-3)`` and ``Trace_ELBO`` with one particle.
 
 Timing, per D, in one process with a fixed ``torch.set_num_threads``: every guide takes one warm-up
@@ -16,7 +28,8 @@ step (set-up, first Adam state; its time is the ``first`` column) and ``--warmup
 ``R`` rounds, each guide in turn runs ``S`` steps and the mean ms/step of that run is recorded.
 Interleaving spreads machine noise (other processes, frequency changes) over all guides alike.
 ``ms/step`` is the median over rounds; ``ratio`` is the median over rounds of the per-round ratio
-to ``AutoIAFNormal`` (the same round, so a noisy round cancels out); ``ratio range`` its min-max.
+to the row's baseline (the ``vs`` column: ``AutoIAFNormal+skip`` for ``AutoIAF+skip``, otherwise
+``AutoIAFNormal``; the same round, so a noisy round cancels out); ``ratio range`` its min-max.
 A guide whose first step takes over ``--slow`` seconds (``AutoMAF`` at large D: sampling is D
 sequential passes per layer, about 20 s per layer at D = 1000) is not stepped again: ``n`` =
 ``first``, its ``ms/step`` is that first step (set-up is negligible beside it) and its ratio is to
@@ -54,14 +67,18 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_transform import ComposeTransformModule, TransformModule
-from pyro.distributions.transforms import affine_autoregressive
+from pyro.distributions.transforms import AffineAutoregressive, affine_autoregressive, iterated
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoIAFNormal, AutoNormal, AutoNormalizingFlow
+from pyro.nn import AutoRegressiveNN
 
 import pyro_nf
 
-GUIDES = ("AutoPlanar", "AutoIAF", "AutoMAF", "AutoIAFNormal", "AutoNormal")
+GUIDES = ("AutoPlanar", "AutoIAF", "AutoIAFNormal", "AutoIAF+skip", "AutoIAFNormal+skip",
+          "AutoMAF", "AutoNormal")
 REF = "AutoIAFNormal"
+BASELINE = {"AutoIAF+skip": "AutoIAFNormal+skip"}  # every other row: REF
+PAIRS = (("AutoIAF", "AutoIAFNormal"), ("AutoIAF+skip", "AutoIAFNormal+skip"))
 NUM_OBS = 5
 
 
@@ -107,12 +124,16 @@ def make_guide(name: str, model, dim: int, flows: int):
     hid = width(dim)
     if name == "AutoPlanar":
         return pyro_nf.AutoPlanar(model)
-    if name == "AutoIAF":
-        return pyro_nf.AutoIAF(model, num_flows=flows, hidden_dims=(hid, hid))
+    if name in ("AutoIAF", "AutoIAF+skip"):
+        return pyro_nf.AutoIAF(model, num_flows=flows, hidden_dims=(hid, hid),
+                               skip_connections=name == "AutoIAF+skip")
     if name == "AutoMAF":
         return pyro_nf.AutoMAF(model, num_flows=flows, hidden_dims=(hid, hid))
     if name == "AutoIAFNormal":
         return AutoIAFNormal(model, hidden_dim=[hid, hid], num_transforms=flows)
+    if name == "AutoIAFNormal+skip":  # AutoIAFNormal's construction; it can't pass the option
+        return AutoNormalizingFlow(model, lambda d: iterated(flows, lambda: AffineAutoregressive(
+            AutoRegressiveNN(d, [hid, hid], skip_connections=True))))
     if name == "AutoNormal":
         return AutoNormal(model)
     if name == "PyroMAF":
@@ -193,9 +214,10 @@ def bench_dim(dim: int, args) -> dict[str, dict]:
         for g, svi in svis.items():
             if not res[g]["slow"]:
                 res[g]["runs"].append(timed_steps(svi, args.steps))
-    ref_runs = res[REF]["runs"]
-    for row in res.values():
-        if row["slow"]:  # only its first step was timed: compare with the reference's median
+    for g, row in res.items():
+        row["vs"] = BASELINE.get(g, REF)
+        ref_runs = res[row["vs"]]["runs"]
+        if row["slow"]:  # only its first step was timed: compare with the baseline's median
             ref = statistics.median(ref_runs)
             row.update(ms=row["first"], ratio=row["first"] / ref, lo=float("nan"),
                        hi=float("nan"), n="first")
@@ -216,7 +238,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--steps", type=int, default=10, help="steps per guide per round")
     p.add_argument("--warmup", type=int, default=3, help="extra warm-up steps after the first")
-    p.add_argument("--flows", type=int, default=2, help="K for AutoIAF, AutoMAF, AutoIAFNormal")
+    p.add_argument("--flows", type=int, default=2, help="K for the IAF guides and AutoMAF")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--slow", type=float, default=5.0, help="seconds; see the module docstring")
     p.add_argument("--maf-dim", type=int, default=1000, help="0 skips the MAF-direction check")
@@ -236,12 +258,11 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     make_svi("AutoNormal", 1, 1).step()  # the process's one-off costs (lazy imports) go here
     print(f"torch {torch.__version__}, pyro {pyro.__version__}, torch threads {args.threads}, "
-          f"{os.cpu_count()} CPUs; K = {args.flows} layers (AutoIAF, AutoMAF, AutoIAFNormal), "
+          f"{os.cpu_count()} CPUs; K = {args.flows} layers (AutoIAF*, AutoMAF, AutoIAFNormal*), "
           f"H = max(2D, 32) (both hidden layers); AutoPlanar 16 layers; {args.rounds} rounds x "
           f"{args.steps} steps after {1 + args.warmup} warm-up steps\n")
-    print("| D | H | guide | first ms | ms/step | n | ratio to AutoIAFNormal | ratio range "
-          "| peak MB | +MB |")
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| D | H | guide | first ms | ms/step | n | ratio | vs | ratio range | peak MB | +MB |")
+    print("|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|")
     verdicts = []
     for dim in dims:
         res = bench_dim(dim, args)
@@ -251,11 +272,13 @@ def main() -> int:
                    else measure_memory(g, dim, args.flows, args.threads))
             rng = "n/a" if row["slow"] else f"{row['lo']:.2f}-{row['hi']:.2f}"
             print(f"| {dim} | {width(dim)} | {g} | {fmt(row['first'])} | {fmt(row['ms'], 2)} | "
-                  f"{row['n']} | {row['ratio']:.3f} | {rng} | "
+                  f"{row['n']} | {row['ratio']:.3f} | {row['vs']} | {rng} | "
                   f"{fmt(mem['peak_mb'], 0)} | {fmt(mem['delta_mb'], 0)} |", flush=True)
-        verdicts.append((dim, res["AutoIAF"]["ratio"]))
-    print("\nAutoIAF / AutoIAFNormal median ratio <= 1.1: " + ", ".join(
-        f"D={d} {r:.3f} {'ok' if r <= 1.1 else 'OVER'}" for d, r in verdicts))
+        verdicts.append((dim, [res[ours]["ratio"] for ours, _ in PAIRS]))
+    for i, (ours, theirs) in enumerate(PAIRS):
+        print(f"\n{ours} / {theirs} median ratio <= 1.1: " + ", ".join(
+            f"D={d} {r[i]:.3f} {'ok' if r[i] <= 1.1 else 'OVER'}" for d, r in verdicts), end="")
+    print()
     if args.maf_dim:
         maf_check(args)
     return 0
