@@ -8,6 +8,7 @@ Note: ``pyro_nf.fit`` is the function; its module is importable as ``pyro_nf.fit
 ``from pyro_nf.fit import FitResult``.
 """
 
+from ._version import __version__
 from .arviz import importance_resample, to_inference_data, to_inference_data_restarts
 from .baselines import AutoDiagonal, AutoFullRank, AutoLowRank, AutoMeanField
 from .compare import Comparison, Reference, compare
@@ -16,9 +17,8 @@ from .fit import EarlyStop, FitResult, fit
 from .guides import AutoFlow, AutoIAF, AutoMAF, AutoPlanar
 from .registry import available_guides, make_guide, register_guide
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "__version__",
     "AutoDiagonal", "AutoFlow", "AutoFullRank", "AutoIAF", "AutoLowRank", "AutoMAF",
     "AutoMeanField", "AutoPlanar", "Comparison", "Diagnosis", "EarlyStop", "FitResult",
     "Reference", "available_guides", "compare", "diagnose", "fit", "importance_resample",

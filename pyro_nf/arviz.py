@@ -19,7 +19,6 @@ flag an optimisation that lands in different places.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import math
 import warnings
@@ -88,14 +87,8 @@ def _plain(value: Any) -> str | int | float:
 
 def _attrs(guide: Callable, layout: _traces.ModelLayout, fit: Any | None,
            num_samples: int) -> dict[str, str | int | float]:
-    import pyro_nf
+    from ._version import __version__ as version
 
-    version = getattr(pyro_nf, "__version__", None)
-    if version is None:
-        try:
-            version = importlib.metadata.version("pyro-nf")
-        except importlib.metadata.PackageNotFoundError:
-            version = "unknown"
     attrs: dict[str, Any] = {
         "guide": _traces.guide_name(guide),
         "guide_config": _traces.guide_config_json(guide),

@@ -22,7 +22,11 @@ SMALL = {"planar": {"num_flows": 2}, "iaf": {"num_flows": 2, "hidden_dims": (12,
          "maf": {"num_flows": 2, "hidden_dims": (12,)}}
 
 
-def zoo_model(data=torch.tensor([0.5, -0.3, 1.2, 0.1])):
+ZOO_DATA = torch.tensor([0.5, -0.3, 1.2, 0.1])
+MIXTURE_DATA = torch.tensor([-2.1, -1.9, -2.3, 2.0, 2.2, 1.8])
+
+
+def zoo_model(data=ZOO_DATA):
     """Constrained sites of several kinds under nested plates."""
     scale = pyro.sample("scale", dist.HalfCauchy(1.0))
     probs = pyro.sample("probs", dist.Dirichlet(torch.ones(3)))
@@ -39,7 +43,7 @@ SUPPORTS = {"scale": constraints.positive, "probs": constraints.simplex,
 
 
 @config_enumerate
-def mixture(data=torch.tensor([-2.1, -1.9, -2.3, 2.0, 2.2, 1.8])):
+def mixture(data=MIXTURE_DATA):
     weight = pyro.sample("weight", dist.Beta(2.0, 2.0))
     locs = pyro.sample("locs", dist.Normal(0.0, 5.0).expand([2]).to_event(1))
     with pyro.plate("data", len(data)):
@@ -198,7 +202,9 @@ def test_planar_refuses_external_latents_with_a_clear_error():
 
 
 def test_subsampled_local_latent_is_an_error():
-    def model(data=torch.randn(100)):
+    data = torch.randn(100)
+
+    def model(data=data):
         with pyro.plate("data", 100, subsample_size=10) as idx:
             z = pyro.sample("z", dist.Normal(0.0, 1.0))
             pyro.sample("obs", dist.Normal(z, 1.0), obs=data[idx])
