@@ -20,6 +20,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+import pyro
 import torch
 from pyro.distributions import Normal, TransformedDistribution, constraints
 from pyro.infer.autoguide import AutoContinuous
@@ -29,6 +30,7 @@ from torch import nn
 from torch.distributions import biject_to
 
 from ._sites import check_model_sites, hide_non_latent
+from ._stl import StickingTheLanding, detached_flow
 from .transforms import AffineAutoregressive, NotInvertibleError, Planar
 
 _QUANTILE_DRAWS = 4000
@@ -179,6 +181,15 @@ class AutoFlow(_ContinuousMixin, AutoContinuous):
         """The guide's distribution over the unconstrained latent vector."""
         return TransformedDistribution(self.get_base_dist(), list(self.flows))
 
+    def sample_latent(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Sample the packed unconstrained latent (with ``stl=True``, its log q carries only the
+        path gradient: see :mod:`pyro_nf._stl`)."""
+        posterior = self.get_posterior(*args, **kwargs)
+        if getattr(self, "stl", False):
+            base = Normal(self.loc.detach(), self.scale.detach()).to_event(1)
+            posterior = StickingTheLanding(posterior, detached_flow(base, list(self.flows)))
+        return pyro.sample(f"_{self._pyro_name}_latent", posterior, infer={"is_auxiliary": True})
+
     def _loc_scale(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError("a flow posterior has no closed-form loc/scale; "
                                   "median() and quantiles() are sample based")
@@ -241,11 +252,12 @@ class AutoPlanar(AutoFlow):
 
 class _AutoAutoregressive(AutoFlow):
     direction: ClassVar[str] = ""
+    default_stl: ClassVar[bool] = False
 
     def __init__(self, model: Callable, *, num_flows: int = 4,
                  hidden_dims: Sequence[int] | None = None, init_loc_fn: Callable = init_to_median,
                  init_scale: float = 0.1, max_log_scale: float = 5.0,
-                 skip_connections: bool = True) -> None:
+                 skip_connections: bool = True, stl: bool | None = None) -> None:
         if hidden_dims is not None:
             hidden_dims = tuple(hidden_dims)
             if not hidden_dims:
@@ -257,10 +269,11 @@ class _AutoAutoregressive(AutoFlow):
         self.hidden_dims = hidden_dims
         self.max_log_scale = float(max_log_scale)
         self.skip_connections = bool(skip_connections)
+        self.stl = self.default_stl if stl is None else bool(stl)
         super().__init__(model, num_flows=num_flows, init_loc_fn=init_loc_fn,
                          init_scale=init_scale, hidden_dims=hidden_dims,
                          max_log_scale=self.max_log_scale,
-                         skip_connections=self.skip_connections)
+                         skip_connections=self.skip_connections, stl=self.stl)
 
     @staticmethod
     def default_hidden_dims(latent_dim: int) -> tuple[int, int]:
@@ -292,6 +305,9 @@ class AutoIAF(_AutoAutoregressive):
     ``skip_connections=True`` (MADE's direct input-output connections, fused into the output
     layer: they let a scale depend linearly on earlier coordinates, as a funnel's does, and they
     lowered the funnel's KL in our runs; ``False`` gives Pyro's ``AutoIAFNormal`` architecture).
+    ``stl=True`` switches to the sticking-the-landing gradient (:mod:`pyro_nf._stl`): lower
+    variance near the optimum, at the cost of scoring each draw through the inverse (one pass per
+    MAF layer, :math:`D` sequential passes per IAF layer).
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -314,7 +330,10 @@ class AutoMAF(_AutoAutoregressive):
     sample                   :math:`D` sequential passes (vectorised over the batch)
     ======================== ===========================================
 
-    Defaults as :class:`AutoIAF`.
+    Defaults as :class:`AutoIAF`, except ``stl=True``: the sticking-the-landing gradient costs MAF
+    only one extra pass per layer (its density direction) and, trained by reverse KL, MAF needed
+    it: on centered eight schools (1500 steps, 8 particles) the tau sd went from 33% to 19% off the
+    reference, on the funnel (1500 steps, 16 particles) the log-scale sd from 44% to 26% off.
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -326,3 +345,4 @@ class AutoMAF(_AutoAutoregressive):
     """
 
     direction: ClassVar[str] = "maf"
+    default_stl: ClassVar[bool] = True

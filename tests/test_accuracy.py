@@ -86,8 +86,10 @@ def test_funnel_maf_recovers_the_log_scale(funnel_meanfield):
             <= 0.5 * np.abs(_iqr(mf["x"]) - exact_iqr).mean())
 
 
-def test_eight_schools_centered_iaf_tau_sd():
-    ex, iaf = _fit_and_draw("eight_schools_centered", "iaf", steps=1500, lr=0.01, particles=8)
+@pytest.mark.parametrize("flow", ["iaf", "maf"])
+def test_eight_schools_centered_tau_sd(flow):
+    ex, draws = _fit_and_draw("eight_schools_centered", flow, steps=1500, lr=0.01, particles=8)
     ref_sd = float(ex.reference["tau"]["sd"])
-    # measured 3.256 vs 3.198 (2%); mean-field gets 0.32
-    assert abs(iaf["tau"].std() - ref_sd) / ref_sd < 0.25
+    # measured: iaf 3.256, maf (sticking-the-landing gradient, its default) 2.601, vs 3.198;
+    # mean-field 0.32
+    assert abs(draws["tau"].std() - ref_sd) / ref_sd < 0.25
