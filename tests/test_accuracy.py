@@ -72,15 +72,14 @@ def test_banana_flows_halve_meanfields_marginal_sd_error(banana_meanfield, flow)
         assert flow_err <= 0.5 * mf_err, (site, fl[site].std(), mf[site].std())
 
 
-@pytest.mark.heavy
 def test_funnel_maf_recovers_the_log_scale(funnel_meanfield):
-    """MAF samples in D sequential passes per layer: this fit takes ~6 min on a busy 2-core
-    machine, so it runs on purpose only (``pytest -m heavy``)."""
+    """MAF at its defaults (sticking-the-landing gradient on)."""
     ex, mf = funnel_meanfield
     _, maf = _fit_and_draw("funnel", "maf", steps=3000, lr=0.01, particles=16,
                            optimizer="clipped_adam")
     exact_sd = float(ex.reference["log_scale"]["sd"])
-    assert abs(maf["log_scale"].std() - exact_sd) / exact_sd < 0.2  # measured: sd 2.748 (0.08)
+    # measured: sd 2.446 (0.18) with STL; 2.748 without it, but that fit took ~6 min under load
+    assert abs(maf["log_scale"].std() - exact_sd) / exact_sd < 0.2
     exact_iqr = ex.reference["x"]["q75"] - ex.reference["x"]["q25"]
     assert (np.abs(_iqr(maf["x"]) - exact_iqr).mean()
             <= 0.5 * np.abs(_iqr(mf["x"]) - exact_iqr).mean())
