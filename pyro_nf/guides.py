@@ -81,10 +81,10 @@ class _ContractMixin:
         """Parameter creation that may consume randomness (runs outside the RNG fork)."""
 
     def _setup_materialised(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: subclasses implement it
 
     def _materialise(self, state_dict: dict[str, torch.Tensor]) -> None:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: subclasses implement it
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         """Load parameters, also into a never-called guide: its parameters are first created
@@ -147,7 +147,7 @@ class AutoFlow(_ContinuousMixin, AutoContinuous):
 
     # -- construction -------------------------------------------------------------------------
     def _make_flows(self, latent_dim: int) -> list[nn.Module]:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: subclasses implement it
 
     def _create_params(self, loc: torch.Tensor) -> None:
         self.loc = nn.Parameter(loc)

@@ -56,7 +56,7 @@ class FlowTransform(TransformModule):
 
     # -- subclass API -------------------------------------------------------------------------
     def _forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        raise NotImplementedError  # abstract: subclasses implement it
 
     def _inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotInvertibleError(
