@@ -22,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pyro_nf"
 #: A tuple groups modules of one layer (DESIGN.md: "comparison & report" is compare, reference,
 #: plots and report), which may import each other.
 ORDER: tuple[str | tuple[str, ...], ...] = (
-    "_version", "transforms", "_sites", "guides", "baselines", "registry", "examples", "checkpoint",
+    "_version", "transforms", "_sites", "_stl", "guides", "baselines", "registry", "examples", "checkpoint",
     "_fit_setup", "_fit_guard", "fit", "_traces", "diagnostics", "arviz",
     ("reference", "compare", "plots", "report"), "_loading", "cli", "__main__", "__init__",
 )
