@@ -142,6 +142,12 @@ class Diagnosis:
         return verdict(self.khat)
 
     @property
+    def num_impossible(self) -> int:
+        r"""Draws the model gives zero density (:math:`\log p = -\infty`, e.g. a scale that
+        underflowed to 0 in floating point): each makes the ELBO :math:`-\infty`."""
+        return int(np.isneginf(np.asarray(self.log_p)).sum())
+
+    @property
     def kl_lower_bound(self) -> float:
         r"""IW-ELBO minus ELBO: an estimate of a lower bound on :math:`\mathrm{KL}(q\,\|\,p)`."""
         return self.iwelbo - self.elbo
@@ -179,6 +185,11 @@ class Diagnosis:
             f"  IW-ELBO          {self.iwelbo:9.3f}   (estimates log evidence log p(x))",
             f"  IW-ELBO - ELBO   {self.kl_lower_bound:9.3f}   (estimates a lower bound on "
             "KL(q || p), nats)",
+        ]
+        if self.num_impossible:
+            rows.append(f"  {self.num_impossible} draw(s) have log p = -inf: the guide puts mass "
+                        "where the model has none (in floating point), so the ELBO is -inf")
+        rows += [
             f"  verdict: {label}",
             textwrap.fill(self.verdict[len(label) + 2:], width=88, initial_indent="    ",
                           subsequent_indent="    "),

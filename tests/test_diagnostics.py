@@ -162,3 +162,14 @@ def test_latent_site_missing_from_guide_and_not_enumerated_is_refused():
     guide = AutoNormal(pyro.poutine.block(two_latents, hide=["a"]))
     with pytest.raises(ValueError, match="neither in the guide nor marked for enumeration"):
         diagnose(two_latents, guide, Y, num_samples=10)
+
+
+def test_draws_of_zero_model_density_are_reported():
+    from pyro_nf.diagnostics import Diagnosis
+
+    log_p = np.array([-1.0, -2.0, -np.inf, -1.5])
+    d = Diagnosis.from_log_densities(log_p, np.array([-1.2, -1.9, -3.0, -1.4]))
+    assert d.num_impossible == 1
+    assert d.elbo == -np.inf
+    assert "1 draw(s) have log p = -inf" in repr(d)
+    assert Diagnosis.from_log_densities(log_p[[0, 1, 3]], np.zeros(3)).num_impossible == 0
