@@ -113,7 +113,7 @@ class Batch:
 
 def guide_name(guide: Callable) -> str:
     """The registry name of ``guide``, else its class name."""
-    return str(getattr(guide, "registry_name", type(guide).__name__))
+    return str(getattr(guide, "registry_name", "") or type(guide).__name__)
 
 
 def guide_config_json(guide: Callable) -> str:

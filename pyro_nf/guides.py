@@ -56,6 +56,7 @@ class _ContractMixin:
     has_log_prob: ClassVar[bool] = True
     #: whether latent sites inside subsampled plates are modelled correctly.
     supports_subsampled_latents: ClassVar[bool] = False
+    #: the registry name when made by :func:`pyro_nf.make_guide`, else "" (the class name is used)
     registry_name: str = ""
     _prototype_hide_fn = staticmethod(hide_non_latent)
 

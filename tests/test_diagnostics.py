@@ -173,3 +173,16 @@ def test_draws_of_zero_model_density_are_reported():
     assert d.elbo == -np.inf
     assert "1 draw(s) have log p = -inf" in repr(d)
     assert Diagnosis.from_log_densities(log_p[[0, 1, 3]], np.zeros(3)).num_impossible == 0
+
+
+def test_a_guide_built_directly_is_named_after_its_class():
+    import pyro
+    import pyro.distributions as dist
+
+    from pyro_nf import AutoIAF, diagnose
+
+    def model():
+        pyro.sample("x", dist.Normal(0.0, 1.0))
+
+    d = diagnose(model, AutoIAF(model, num_flows=1, hidden_dims=(4,)), num_samples=200)
+    assert "Diagnosis of guide 'AutoIAF'" in repr(d)
