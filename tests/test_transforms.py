@@ -103,7 +103,7 @@ def test_batch_shapes_and_dtypes(name, dtype):
 @pytest.mark.parametrize("name", available_transforms())
 def test_large_inputs_stay_finite(name):
     t = _make(name, 8, dtype=torch.float32, perturb=1.0)
-    x = torch.tensor([1e4, -1e4, 3e3, -5e3, 1e4, 0.0, -1e4, 2e3])
+    x = torch.tensor([1e4, -1e4, 3e3, -5e3, 1e4, 0.0, -1e4, 2e3], dtype=torch.float32)
     x = torch.stack([x, -x, x.flip(0)])
     y, ladj = t.forward_and_log_det(x)
     assert torch.isfinite(y).all() and torch.isfinite(ladj).all()
