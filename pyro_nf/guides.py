@@ -27,7 +27,7 @@ from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_median
 from pyro.nn import PyroParam
 from torch import nn
-from torch.distributions import biject_to
+from torch.distributions import ComposeTransform, biject_to
 
 from ._sites import check_model_sites, hide_non_latent
 from ._stl import StickingTheLanding, detached_flow
@@ -175,8 +175,9 @@ class AutoFlow(_ContinuousMixin, AutoContinuous):
     def get_base_dist(self) -> Normal:
         return Normal(self.loc, self.scale).to_event(1)
 
-    def get_transform(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("flow guides are a base Normal plus flows: use get_posterior")
+    def get_transform(self, *args: Any, **kwargs: Any) -> ComposeTransform:
+        """The flow layers composed: ``get_posterior()`` is the base pushed through this map."""
+        return ComposeTransform(list(self.flows))
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> TransformedDistribution:
         """The guide's distribution over the unconstrained latent vector."""
@@ -190,10 +191,6 @@ class AutoFlow(_ContinuousMixin, AutoContinuous):
             base = Normal(self.loc.detach(), self.scale.detach()).to_event(1)
             posterior = StickingTheLanding(posterior, detached_flow(base, list(self.flows)))
         return pyro.sample(f"_{self._pyro_name}_latent", posterior, infer={"is_auxiliary": True})
-
-    def _loc_scale(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError("a flow posterior has no closed-form loc/scale; "
-                                  "median() and quantiles() are sample based")
 
     @torch.no_grad()
     def quantiles(self, quantiles: Sequence[float] | torch.Tensor, *args: Any,

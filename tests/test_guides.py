@@ -285,3 +285,14 @@ def test_sticking_the_landing_gradient_vanishes_at_the_exact_posterior(cls):
 
 def test_stl_defaults():
     assert AutoMAF(zoo_model).stl is True and AutoIAF(zoo_model).stl is False
+
+
+@pytest.mark.parametrize("cls", FLOWS)
+def test_get_transform_is_the_flow_map(cls):
+    guide = cls(zoo_model, num_flows=2)
+    fit(zoo_model, guide, num_steps=5, seed=0, progress=False)
+    eps = guide.get_base_dist().sample((4,))
+    y_stack = eps
+    for layer in guide.flows:
+        y_stack = layer(y_stack)
+    torch.testing.assert_close(guide.get_transform()(eps), y_stack)
