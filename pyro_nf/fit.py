@@ -42,6 +42,7 @@ from pyro_nf._fit_guard import (
     restore,
 )
 from pyro_nf._fit_setup import FitDivergedError, FitInputError
+from pyro_nf.fast_elbo import plan as plan_fast_path
 from pyro_nf.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -53,11 +54,13 @@ from pyro_nf.checkpoint import (
     save_checkpoint,
 )
 
-__all__ = ["RECOVERY_LR_FACTOR", "STOP_REASONS", "CheckpointError", "EarlyStop",
+__all__ = ["PATHS", "RECOVERY_LR_FACTOR", "STOP_REASONS", "CheckpointError", "EarlyStop",
            "FitDivergedError", "FitInputError", "FitResult", "fit"]
 
 #: Every value ``FitResult.stop_reason`` can take.
 STOP_REASONS = ("completed", "early_stop", "interrupted")
+#: Every value ``FitResult.path`` can take: :mod:`pyro_nf.fast_elbo`, or Pyro's ``SVI`` with the loss.
+PATHS = ("fast", "trace_elbo")
 _PAUSE_AT_STEP_ENV = "PYRO_NF_TEST_PAUSE_AT_STEP"
 
 
@@ -115,6 +118,10 @@ class FitResult:
         optimizer: optimizer name.
         loss: ELBO class name (e.g. ``"TraceEnum_ELBO"`` when chosen for enumeration).
         start_step: the step this call started from (non-zero after ``resume``).
+        path: how the steps ran, one of :data:`PATHS`: ``"fast"`` (:mod:`pyro_nf.fast_elbo`: the
+            same estimator as ``loss``, without per-step tracing) or ``"trace_elbo"`` (Pyro's
+            ``SVI`` with ``loss``).
+        path_reason: why the fast path did not run (empty when it did).
     """
 
     guide: Any
@@ -129,6 +136,8 @@ class FitResult:
     optimizer: str = "adam"
     loss: str = "Trace_ELBO"
     start_step: int = 0
+    path: str = "trace_elbo"
+    path_reason: str = ""
 
     @property
     def elbo(self) -> float:
@@ -142,8 +151,10 @@ class FitResult:
 class _Progress:
     """tqdm bar on a TTY; otherwise one line per ~10% of the steps; nothing when disabled."""
 
-    def __init__(self, enabled: bool, total: int, initial: int) -> None:
+    def __init__(self, enabled: bool, total: int, initial: int, path: str = "trace_elbo",
+                 reason: str = "") -> None:
         self.stream, self.total, self.ema = sys.stderr, total, None
+        self.path, self.note = path, f"path {path}" + (f" ({reason})" if reason else "")
         self.bar, self.every, self.t0, self.initial = None, 0, time.perf_counter(), initial
         if not enabled:
             return
@@ -162,13 +173,15 @@ class _Progress:
     def update(self, step: int, loss: float, lr: float) -> None:
         self.ema = loss if self.ema is None else 0.9 * self.ema + 0.1 * loss
         if self.bar is not None:
-            self.bar.set_postfix_str(f"elbo={-self.ema:.4g}, lr={lr:.3g}", refresh=False)
+            self.bar.set_postfix_str(f"elbo={-self.ema:.4g}, lr={lr:.3g}, path={self.path}",
+                                     refresh=False)
             self.bar.update(1)
         elif self.every and (step % self.every == 0 or step == self.total):
             rate = (step - self.initial) / max(time.perf_counter() - self.t0, 1e-9)
             print(f"fit: step {step}/{self.total} ({100 * step // self.total}%) | elbo "
-                  f"{-self.ema:.4g} | {rate:.1f} steps/s | lr {lr:.3g}", file=self.stream,
-                  flush=True)
+                  f"{-self.ema:.4g} | {rate:.1f} steps/s | lr {lr:.3g} | {self.note}",
+                  file=self.stream, flush=True)
+            self.note = f"path {self.path}"  # the reason once, on the first line
 
     def close(self, reason: str, step: int) -> None:
         if self.bar is not None:
@@ -183,7 +196,7 @@ def fit(model: Callable, guide: Callable, *args: Any, num_steps: int = 1000, lr:
         seed: int | None = None, progress: bool = True, early_stop: EarlyStop | bool | None = None,
         checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 100,
         resume: str | os.PathLike | None = None, max_recoveries: int = 5,
-        **model_kwargs: Any) -> FitResult:
+        fast: bool | None = None, **model_kwargs: Any) -> FitResult:
     r"""Fit ``guide`` to ``model`` by stochastic variational inference (Pyro's ``SVI``).
 
     ``args`` and ``model_kwargs`` go to the model and the guide at every step (as NumPyro's
@@ -234,6 +247,13 @@ def fit(model: Callable, guide: Callable, *args: Any, num_steps: int = 1000, lr:
             to give a finite loss are restored, the optimizer moments reset and the learning rate
             multiplied by :data:`RECOVERY_LR_FACTOR` (0.5); the failed step is not recorded. One
             more divergence than ``max_recoveries`` raises :class:`FitDivergedError`.
+        fast: ``None`` (default) runs the fast path (:mod:`pyro_nf.fast_elbo`: the same
+            ``Trace_ELBO`` estimate from the guide's posterior and the model's log density, without
+            per-step tracing) where it applies, and Pyro's ``SVI`` otherwise (enumeration, latent
+            sites local to subsampled plates, dynamic structure, a ``loss`` given, an unsupported
+            guide, ``vectorize_particles=False``); ``True`` requires it (``ValueError`` naming why
+            not); ``False`` always uses ``SVI``. ``FitResult.path`` / ``path_reason`` and the
+            progress output say which ran and why.
         **model_kwargs: keyword arguments for model and guide.
 
     Returns:
@@ -273,9 +293,36 @@ def fit(model: Callable, guide: Callable, *args: Any, num_steps: int = 1000, lr:
     setup.guess_plate_nesting(elbo, model, guide, args, kwargs)
     optim = setup.make_optimizer(optimizer, lr, lr_decay, num_steps)
     svi = SVI(model, guide, optim, elbo)
+    fast_elbo, path_reason = None, "fast=False"
+    if fast is not False:
+        with preserved_rng():
+            fast_elbo, path_reason = plan_fast_path(
+                model, guide, args, kwargs, num_particles=num_particles,
+                vectorize_particles=vectorize_particles, loss=loss, model_trace=model_trace)
+        if fast is True and fast_elbo is None:
+            raise ValueError(f"fast=True but the fast path does not apply: {path_reason}")
+    path = "trace_elbo" if fast_elbo is None else "fast"
     store = pyro.get_param_store()
     named = dict(store.named_parameters())
     params = {n: named[n] for n in setup.param_names(model, guide, args, kwargs)}
+    param_list = list(params.values())
+
+    def step_fn() -> float:
+        """One SVI step; the fast path's is ``SVI.step`` without the traces."""
+        if fast_elbo is None:
+            return float(svi.step(*args, **kwargs))
+        value = fast_elbo.differentiable_loss()
+        value.backward()
+        optim(param_list)
+        for p in param_list:
+            p.grad = None
+        return float(value.detach())
+
+    def eval_fn() -> float:
+        if fast_elbo is None:
+            return float(svi.evaluate_loss(*args, **kwargs))
+        return fast_elbo.evaluate_loss()
+
     opt_name = optimizer if isinstance(optimizer, str) else getattr(
         optim, "pt_optim_constructor", type(optim)).__name__
     config = {"optimizer": opt_name, "loss": type(elbo).__name__, "num_particles": num_particles}
@@ -309,7 +356,8 @@ def fit(model: Callable, guide: Callable, *args: Any, num_steps: int = 1000, lr:
 
     # --- the loop ------------------------------------------------------------------------------
     pause_at = os.environ.get(_PAUSE_AT_STEP_ENV)
-    bar = _Progress(progress and stop_reason is None and step < num_steps, num_steps, step)
+    bar = _Progress(progress and stop_reason is None and step < num_steps, num_steps, step, path,
+                    path_reason)
     with warnings.catch_warnings():
         # Pyro warns on every NaN loss; here the guard handles them (and reports what it did)
         warnings.filterwarnings("ignore", message=r"Encountered (NaN|\+/-Inf)")
@@ -319,7 +367,7 @@ def fit(model: Callable, guide: Callable, *args: Any, num_steps: int = 1000, lr:
                     pause_point_for_tests(_PAUSE_AT_STEP_ENV, step)
                 guard.before_step()
                 try:
-                    value = float(svi.step(*args, **kwargs))
+                    value = step_fn()
                 except KeyboardInterrupt:
                     guard.undo_step()
                     stop_reason = "interrupted"
@@ -346,7 +394,7 @@ def fit(model: Callable, guide: Callable, *args: Any, num_steps: int = 1000, lr:
             if stop_reason != "interrupted" and step > start_step:
                 with preserved_rng():  # the last update is not yet verified by a loss: check it
                     try:
-                        final = svi.evaluate_loss(*args, **kwargs)
+                        final = eval_fn()
                     except (ValueError, RuntimeError) as err:
                         if not is_divergence_error(err):
                             raise
@@ -361,7 +409,8 @@ def fit(model: Callable, guide: Callable, *args: Any, num_steps: int = 1000, lr:
         guide=guide, losses=losses, wall_seconds=time.perf_counter() - t0, num_steps=len(losses),
         stop_reason=stop_reason, num_recoveries=len(guard.recovery_steps),
         final_lr=current_lr(optim, lr), recovery_steps=list(guard.recovery_steps), seed=seed,
-        optimizer=opt_name, loss=type(elbo).__name__, start_step=start_step)
+        optimizer=opt_name, loss=type(elbo).__name__, start_step=start_step, path=path,
+        path_reason=path_reason)
 
 
 def _load_state(ckpt: dict, guide: Callable, params: dict[str, torch.Tensor], config: dict,
