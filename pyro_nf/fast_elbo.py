@@ -52,6 +52,7 @@ from pyro.infer.autoguide import AutoContinuous, AutoNormal
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import Distribution, Transform, biject_to
+from torch.distributions.transforms import IndependentTransform, identity_transform
 
 from pyro_nf.checkpoint import preserved_rng
 
@@ -82,6 +83,12 @@ class _ConditionAndScore(Messenger):
         except ValueError as err:
             raise ValueError(f"Error while computing log_prob at site '{msg['name']}': {err}") from err
         self.log_joint = self.log_joint + scale_and_mask(log_p, msg["scale"], msg["mask"]).sum()
+
+
+def _is_identity(t: Transform) -> bool:
+    while isinstance(t, IndependentTransform):
+        t = t.base_transform
+    return t == identity_transform
 
 
 def _structure(trace: poutine.Trace) -> list[tuple]:
@@ -172,7 +179,9 @@ class FastELBO:
         self.max_plate_nesting = max_plate_nesting
         draws_cls = _MeanFieldDraws if isinstance(guide, AutoNormal) else _PackedDraws
         self._draws = draws_cls(guide, max_plate_nesting)
-        self._transforms: dict[str, Transform] = self._draws.transforms
+        #: per site: the constraint bijection, or None where it is the identity (no log-det)
+        self._transforms: dict[str, Transform | None] = {
+            name: None if _is_identity(t) else t for name, t in self._draws.transforms.items()}
 
     def elbo_sum(self) -> torch.Tensor:
         r""":math:`\sum_k [\log p(x, T(z_k)) + \log|J_T(z_k)| - \log q(z_k)]` (differentiable)."""
@@ -182,6 +191,9 @@ class FastELBO:
         log_det: torch.Tensor | float = 0.0
         for site, u in sites:
             transform = self._transforms[site["name"]]
+            if transform is None:
+                values[site["name"]] = u
+                continue
             value = transform(u)
             ladj = transform.log_abs_det_jacobian(u, value)
             log_det = log_det + sum_rightmost(ladj, ladj.dim() - value.dim()
@@ -197,8 +209,13 @@ class FastELBO:
         return score.log_joint + log_det - log_q
 
     def differentiable_loss(self) -> torch.Tensor:
-        """Minus the ELBO estimate (mean over the particles), differentiable in the parameters."""
-        return -self.elbo_sum() / self.num_particles
+        """Minus the ELBO estimate (mean over the particles), differentiable in the parameters.
+
+        Runs with Pyro's and torch's argument validation off: :func:`plan` ran the model with it
+        on, the structure is static, and non-finite values are the divergence guard's business
+        (a NaN loss, not a ``ValueError``)."""
+        with pyro.validation_enabled(False):
+            return -self.elbo_sum() / self.num_particles
 
     def evaluate_loss(self) -> float:
         """The loss without gradients (as ``SVI.evaluate_loss``)."""

@@ -42,6 +42,7 @@ from pyro_nf._fit_guard import (
     restore,
 )
 from pyro_nf._fit_setup import FitDivergedError, FitInputError
+from pyro_nf._fused_optim import fused_step
 from pyro_nf.fast_elbo import plan as plan_fast_path
 from pyro_nf.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -313,7 +314,7 @@ def fit(model: Callable, guide: Callable, *args: Any, num_steps: int = 1000, lr:
             return float(svi.step(*args, **kwargs))
         value = fast_elbo.differentiable_loss()
         value.backward()
-        optim(param_list)
+        fused_step(optim, param_list)
         for p in param_list:
             p.grad = None
         return float(value.detach())
