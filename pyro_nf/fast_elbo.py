@@ -99,11 +99,6 @@ def _structure(trace: poutine.Trace) -> list[tuple]:
             if site["type"] == "sample" and not site_is_subsample(site)]
 
 
-def _model_trace(model: Callable, args: tuple, kwargs: dict) -> poutine.Trace:
-    with preserved_rng(), poutine.block():
-        return poutine.trace(model).get_trace(*args, **kwargs)
-
-
 def _max_plate_nesting(trace: poutine.Trace) -> int:
     dims = [-f.dim for site in trace.nodes.values() if site["type"] == "sample"
             for f in site["cond_indep_stack"] if f.vectorized and f.dim is not None]
@@ -240,19 +235,18 @@ def _guide_kind(guide: Any) -> str:
 
 
 def plan(model: Callable, guide: Any, args: tuple, kwargs: dict, *, num_particles: int = 1,
-         vectorize_particles: bool = True, loss: Any = None,
-         model_trace: poutine.Trace | None = None) -> tuple[FastELBO | None, str]:
+         vectorize_particles: bool = True, loss: Any = None) -> tuple[FastELBO | None, str]:
     """Decide whether the fast path applies; return ``(FastELBO, "")`` or ``(None, reason)``.
 
-    The guide must already be set up (its ``prototype_trace`` built). Runs the model (at most
-    twice) off the random stream and outside any enclosing handler.
+    The guide must already be set up (its ``prototype_trace`` built). Runs the model twice, on
+    different draws, off the random stream and outside any enclosing handler: sites whose names,
+    shapes or plates differ between the runs mean dynamic structure.
 
     Args:
         model, guide, args, kwargs: as for :func:`pyro_nf.fit.fit`.
         num_particles: particles per estimate.
         vectorize_particles: ``False`` asks for a Python loop over particles: not the fast path.
         loss: ``fit(loss=...)``: anything but ``None`` (a chosen ELBO) is not the fast path.
-        model_trace: a trace of the model already taken (saves one run).
     """
     if loss is not None:
         name = loss if isinstance(loss, str) else type(loss).__name__
@@ -262,7 +256,9 @@ def plan(model: Callable, guide: Any, args: tuple, kwargs: dict, *, num_particle
     kind = _guide_kind(guide)
     if kind not in ("packed", "meanfield"):
         return None, kind
-    first = model_trace if model_trace is not None else _model_trace(model, args, kwargs)
+    with preserved_rng(), poutine.block():  # two runs on different draws of the random stream
+        first = poutine.trace(model).get_trace(*args, **kwargs)
+        second = poutine.trace(model).get_trace(*args, **kwargs)
     for name, site in first.nodes.items():
         if site["type"] != "sample":
             continue
@@ -273,7 +269,6 @@ def plan(model: Callable, guide: Any, args: tuple, kwargs: dict, *, num_particle
         for f in site["cond_indep_stack"]:
             if f.full_size is not None and f.full_size != f.size:
                 return None, f"latent site {name!r} is local to the subsampled plate {f.name!r}"
-    second = _model_trace(model, args, kwargs)
     if _structure(first) != _structure(second):
         diff = sorted(set(_structure(first)) ^ set(_structure(second)))
         return None, f"dynamic structure: the model's sample sites differ between two runs ({diff[0][0]!r})"

@@ -299,7 +299,7 @@ def fit(model: Callable, guide: Callable, *args: Any, num_steps: int = 1000, lr:
         with preserved_rng():
             fast_elbo, path_reason = plan_fast_path(
                 model, guide, args, kwargs, num_particles=num_particles,
-                vectorize_particles=vectorize_particles, loss=loss, model_trace=model_trace)
+                vectorize_particles=vectorize_particles, loss=loss)
         if fast is True and fast_elbo is None:
             raise ValueError(f"fast=True but the fast path does not apply: {path_reason}")
     path = "trace_elbo" if fast_elbo is None else "fast"
