@@ -36,8 +36,15 @@ def _masks(dim: int, hidden: Sequence[int], reverse: bool, skip: bool) -> list[t
 class EagerIAF(nn.Module):
     """``num_flows`` IAF layers over a diagonal Normal base; :meth:`rsample_log_q` draws ``(K, D)``."""
 
-    def __init__(self, dim: int, hidden: Sequence[int], num_flows: int, skip: bool = False,
-                 max_log_scale: float = 5.0, init_scale: float = 0.1) -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int],
+        num_flows: int,
+        skip: bool = False,
+        max_log_scale: float = 5.0,
+        init_scale: float = 0.1,
+    ) -> None:
         super().__init__()
         self.dim, self.bound, self.skip = dim, max_log_scale, skip
         self.loc = nn.Parameter(torch.zeros(dim))
@@ -70,7 +77,7 @@ class EagerIAF(nn.Module):
             if self.skip:
                 h = torch.cat([h, x], dim=-1)
             out = F.linear(h, lins[-1].weight * getattr(layer, f"m{len(lins) - 1}"), lins[-1].bias)
-            shift, raw = out[..., : self.dim], out[..., self.dim:]
+            shift, raw = out[..., : self.dim], out[..., self.dim :]
             log_scale = self.bound * torch.tanh(raw / self.bound)
             x = x * torch.exp(log_scale) + shift
             log_q = log_q - log_scale.sum(-1)
@@ -89,8 +96,9 @@ def gaussian_log_joint(y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor
     return log_joint
 
 
-def logistic_log_joint(features: torch.Tensor, labels: torch.Tensor,
-                       batch: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+def logistic_log_joint(
+    features: torch.Tensor, labels: torch.Tensor, batch: int | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """``w ~ N(0, 1)^D``, ``y_n ~ Bernoulli(sigmoid(X_n w))``, optionally on a fresh random
     minibatch of ``batch`` rows each call with the likelihood scaled by ``N / batch``."""
     n = features.shape[0]
@@ -109,8 +117,9 @@ def logistic_log_joint(features: torch.Tensor, labels: torch.Tensor,
     return log_joint
 
 
-def make_step(flow: EagerIAF, log_joint: Callable[[torch.Tensor], torch.Tensor], k: int = 1,
-              lr: float = 1e-3) -> Callable[[], float]:
+def make_step(
+    flow: EagerIAF, log_joint: Callable[[torch.Tensor], torch.Tensor], k: int = 1, lr: float = 1e-3
+) -> Callable[[], float]:
     """One ELBO step: draw ``k``, loss ``-mean(log p - log q)``, backward, Adam."""
     opt = torch.optim.Adam(flow.parameters(), lr=lr)
 

@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import eager_loop  # noqa: E402
 
 import pyro_nf  # noqa: E402
-from pyro_nf.registry import available_guides, make_guide  # noqa: E402
+from pyro_nf.guides.registry import available_guides, make_guide  # noqa: E402
 
 NUM_OBS = 5
 
@@ -104,8 +104,7 @@ class FitRunner:
 
     def __call__(self, steps: int) -> float:
         a = pyro_nf.fit(self.model, self.guide, num_steps=self.n0, progress=False, **self.options)
-        b = pyro_nf.fit(self.model, self.guide, num_steps=self.n0 + steps, progress=False,
-                        **self.options)
+        b = pyro_nf.fit(self.model, self.guide, num_steps=self.n0 + steps, progress=False, **self.options)
         return (b.wall_seconds - a.wall_seconds) / steps * 1e3
 
 
@@ -125,8 +124,9 @@ class StepRunner:
 
 
 def svi_runner(model, guide, k: int = 1) -> StepRunner:
-    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}),
-              Trace_ELBO(num_particles=k, vectorize_particles=True))
+    svi = SVI(
+        model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO(num_particles=k, vectorize_particles=True)
+    )
     return StepRunner(svi.step)
 
 
@@ -184,8 +184,9 @@ def child(spec: dict) -> None:
 def measure_memory(guide: str, dim: int, threads: int, steps: int = 2) -> dict:
     spec = {"guide": guide, "dim": dim, "threads": threads, "steps": steps}
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, env=env
+    )
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         return {"ok": False, "peak_mb": float("nan"), "delta_mb": float("nan")}
@@ -194,12 +195,16 @@ def measure_memory(guide: str, dim: int, threads: int, steps: int = 2) -> dict:
 
 # -- the tables -------------------------------------------------------------------------------
 def table_iaf(dims: list[int], args) -> None:
-    print("\n### 1. AutoIAF through fit() vs Pyro and the eager loop, equal architecture "
-          "(K=2, H=max(2D,32), no skip)\n")
+    print(
+        "\n### 1. AutoIAF through fit() vs Pyro and the eager loop, equal architecture "
+        "(K=2, H=max(2D,32), no skip)\n"
+    )
     has_numpyro = importlib.util.find_spec("numpyro") is not None
     print(f"NumPyro installed: {has_numpyro}" + ("" if has_numpyro else " (its column is skipped)"))
-    print("\n| D | H | fit ms | path | fit Trace_ELBO ms | AutoIAFNormal ms | AutoNormal ms | eager ms "
-          "| fit/AutoIAFNormal | fit/eager | fit K=16 / K=1 |")
+    print(
+        "\n| D | H | fit ms | path | fit Trace_ELBO ms | AutoIAFNormal ms | AutoNormal ms | eager ms "
+        "| fit/AutoIAFNormal | fit/eager | fit K=16 / K=1 |"
+    )
     print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for dim in dims:
         if width(dim) > 512:
@@ -209,7 +214,7 @@ def table_iaf(dims: list[int], args) -> None:
         model, log_joint = gaussian(dim)
         hid = (width(dim),) * 2
 
-        def iaf():
+        def iaf(model=model, hid=hid):
             return pyro_nf.AutoIAF(model, num_flows=2, hidden_dims=hid, skip_connections=False)
 
         runners = {
@@ -223,11 +228,13 @@ def table_iaf(dims: list[int], args) -> None:
             runners["fit16"] = FitRunner(model, iaf(), num_particles=16)
         runs = interleave(runners, args.rounds, args.steps)
         k16 = fmt(ratio(runs, "fit16", "fit")) if "fit16" in runs else ""
-        print(f"| {dim} | {hid[0]} | {fmt(med(runs, 'fit'))} | {runners['fit'].path} | "
-              f"{fmt(med(runs, 'fit_slow'))} | {fmt(med(runs, 'pyro_iaf'))} | "
-              f"{fmt(med(runs, 'pyro_normal'))} | {fmt(med(runs, 'eager'))} | "
-              f"{ratio(runs, 'fit', 'pyro_iaf'):.3f} | {ratio(runs, 'fit', 'eager'):.3f} | {k16} |",
-              flush=True)
+        print(
+            f"| {dim} | {hid[0]} | {fmt(med(runs, 'fit'))} | {runners['fit'].path} | "
+            f"{fmt(med(runs, 'fit_slow'))} | {fmt(med(runs, 'pyro_iaf'))} | "
+            f"{fmt(med(runs, 'pyro_normal'))} | {fmt(med(runs, 'eager'))} | "
+            f"{ratio(runs, 'fit', 'pyro_iaf'):.3f} | {ratio(runs, 'fit', 'eager'):.3f} | {k16} |",
+            flush=True,
+        )
 
 
 def table_guides(dims: list[int], args) -> None:
@@ -242,8 +249,11 @@ def table_guides(dims: list[int], args) -> None:
             torch.manual_seed(0)
             model, log_joint = gaussian(dim)
             if name == "maf" and dim >= args.maf_max_dim:
-                print(f"| {dim} | maf | - | not run | - | - | - | - |  (D sequential passes per layer "
-                      f"to sample; see table 4 for the per-dimension cost)", flush=True)
+                print(
+                    f"| {dim} | maf | - | not run | - | - | - | - |  (D sequential passes per layer "
+                    f"to sample; see table 4 for the per-dimension cost)",
+                    flush=True,
+                )
                 continue
             guide = make_guide(name, model)
             t0 = time.perf_counter()
@@ -252,8 +262,7 @@ def table_guides(dims: list[int], args) -> None:
             runners = {"fit": first}
             if name == "iaf":
                 hid = guide.hidden_dims or guide.default_hidden_dims(dim)
-                runners["eager"] = eager_runner(log_joint, dim, hid, guide.num_flows,
-                                                guide.skip_connections)
+                runners["eager"] = eager_runner(log_joint, dim, hid, guide.num_flows, guide.skip_connections)
             if first_s > args.slow:
                 ms, n, vs = first_s * 1e3, "1 step (set-up incl.)", float("nan")
             else:
@@ -261,10 +270,16 @@ def table_guides(dims: list[int], args) -> None:
                 ms, n = med(runs, "fit"), f"{rounds}x{steps}"
                 vs = ratio(runs, "fit", "eager") if "eager" in runs else float("nan")
             del runners
-            mem = ({"peak_mb": float("nan"), "delta_mb": float("nan")} if args.no_memory
-                   or first_s > args.slow else measure_memory(name, dim, args.threads))
-            print(f"| {dim} | {name} | {first.path} | {fmt(ms)} | {n} | {fmt(vs, 3)} | "
-                  f"{fmt(mem['peak_mb'], 0)} | {fmt(mem['delta_mb'], 0)} |", flush=True)
+            mem = (
+                {"peak_mb": float("nan"), "delta_mb": float("nan")}
+                if args.no_memory or first_s > args.slow
+                else measure_memory(name, dim, args.threads)
+            )
+            print(
+                f"| {dim} | {name} | {first.path} | {fmt(ms)} | {n} | {fmt(vs, 3)} | "
+                f"{fmt(mem['peak_mb'], 0)} | {fmt(mem['delta_mb'], 0)} |",
+                flush=True,
+            )
             del guide, first
 
 
@@ -278,20 +293,28 @@ def table_logistic(ns: list[int], args) -> None:
             torch.manual_seed(0)
             model, log_joint = logistic(n, batch)
 
-            def iaf():
+            def iaf(model=model):
                 return pyro_nf.AutoIAF(model, num_flows=2, hidden_dims=(32, 32), skip_connections=False)
 
-            runners = {"fit": FitRunner(model, iaf()), "slow": FitRunner(model, iaf(), fast=False),
-                       "eager": eager_runner(log_joint, 10, (32, 32), 2, False)}
+            runners = {
+                "fit": FitRunner(model, iaf()),
+                "slow": FitRunner(model, iaf(), fast=False),
+                "eager": eager_runner(log_joint, 10, (32, 32), 2, False),
+            }
             runs = interleave(runners, args.rounds, args.steps)
-            print(f"| {n} | {batch or 'full'} | {fmt(med(runs, 'fit'))} | {runners['fit'].path} | "
-                  f"{fmt(med(runs, 'slow'))} | {fmt(med(runs, 'eager'))} | "
-                  f"{ratio(runs, 'fit', 'slow'):.3f} | {ratio(runs, 'fit', 'eager'):.3f} |", flush=True)
+            print(
+                f"| {n} | {batch or 'full'} | {fmt(med(runs, 'fit'))} | {runners['fit'].path} | "
+                f"{fmt(med(runs, 'slow'))} | {fmt(med(runs, 'eager'))} | "
+                f"{ratio(runs, 'fit', 'slow'):.3f} | {ratio(runs, 'fit', 'eager'):.3f} |",
+                flush=True,
+            )
 
 
 def table_maf(dims: list[int], args) -> None:
-    print("\n### 4. Sampling cost of one layer, MAF (D sequential passes) vs IAF (one pass), "
-          "K=1 draw, forward + backward\n")
+    print(
+        "\n### 4. Sampling cost of one layer, MAF (D sequential passes) vs IAF (one pass), "
+        "K=1 draw, forward + backward\n"
+    )
     print("| D | H | IAF ms | MAF ms | MAF/IAF | MAF ms per dimension |")
     print("|---:|---:|---:|---:|---:|---:|")
     from pyro_nf.transforms import AffineAutoregressive
@@ -303,13 +326,14 @@ def table_maf(dims: list[int], args) -> None:
             with torch.no_grad():
                 layer.made.output.weight.normal_(0, 0.01)
 
-        def run(layer):
+        def run(layer, dim=dim):
             def go(n):
                 t0 = time.perf_counter()
                 for _ in range(n):
                     y, ladj = layer.forward_and_log_det(torch.randn(1, dim))
                     (y.sum() + ladj.sum()).backward()
                 return (time.perf_counter() - t0) / n * 1e3
+
             return go
 
         n_maf = 1 if dim >= 1000 else args.steps
@@ -318,8 +342,11 @@ def table_maf(dims: list[int], args) -> None:
         for _ in range(rounds):
             runs["iaf"].append(run(layers["iaf"])(args.steps))
             runs["maf"].append(run(layers["maf"])(n_maf))
-        print(f"| {dim} | {hid[0]} | {fmt(med(runs, 'iaf'))} | {fmt(med(runs, 'maf'))} | "
-              f"{ratio(runs, 'maf', 'iaf'):.1f} | {fmt(med(runs, 'maf') / dim, 3)} |", flush=True)
+        print(
+            f"| {dim} | {hid[0]} | {fmt(med(runs, 'iaf'))} | {fmt(med(runs, 'maf'))} | "
+            f"{ratio(runs, 'maf', 'iaf'):.1f} | {fmt(med(runs, 'maf') / dim, 3)} |",
+            flush=True,
+        )
 
 
 def main() -> int:
@@ -328,19 +355,25 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--steps", type=int, default=10, help="steps per configuration per round")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--slow", type=float, default=20.0, help="seconds: a first step slower than "
-                   "this is timed once (see table 2)")
+    p.add_argument(
+        "--slow",
+        type=float,
+        default=20.0,
+        help="seconds: a first step slower than this is timed once (see table 2)",
+    )
     p.add_argument("--maf-max-dim", type=int, default=5000, help="MAF is not run at this D or above")
     p.add_argument("--maf-dims", default="10,100,1000")
     p.add_argument("--logistic-n", default="1000,100000")
     p.add_argument("--tables", default="1,2,3,4")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory columns")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: D=2, 1 round x 1 step, logistic N=1000, MAF at D=4, no memory")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: D=2, 1 round x 1 step, logistic N=1000, MAF at D=4, no memory",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     if p.parse_known_args()[0].quick:
-        p.set_defaults(dims="2", rounds=1, steps=1, logistic_n="1000", maf_dims="4",
-                       no_memory=True)
+        p.set_defaults(dims="2", rounds=1, steps=1, logistic_n="1000", maf_dims="4", no_memory=True)
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     if args.child:
@@ -350,9 +383,11 @@ def main() -> int:
     pyro.enable_validation(True)  # Pyro's default: what a user's SVI runs with
     dims = [int(d) for d in args.dims.split(",")]
     tables = set(args.tables.split(","))
-    print(f"torch {torch.__version__}, pyro {pyro.__version__}, torch threads {args.threads}, "
-          f"{os.cpu_count()} CPUs; {args.rounds} rounds x {args.steps} steps (D >= 1000: "
-          f"{max(2, args.rounds // 3)} rounds x 2 steps), medians; ratios = medians of per-round ratios")
+    print(
+        f"torch {torch.__version__}, pyro {pyro.__version__}, torch threads {args.threads}, "
+        f"{os.cpu_count()} CPUs; {args.rounds} rounds x {args.steps} steps (D >= 1000: "
+        f"{max(2, args.rounds // 3)} rounds x 2 steps), medians; ratios = medians of per-round ratios"
+    )
     if "1" in tables:
         table_iaf(dims, args)
     if "2" in tables:
