@@ -84,7 +84,9 @@ def logistic(n: int, batch: int | None, dim: int = 10):
     def model():
         w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([dim]).to_event(1))
         with pyro.plate("data", n, subsample_size=batch) as idx:
-            pyro.sample("y", dist.Bernoulli(logits=(x[idx] * w[..., None, :]).sum(-1)), obs=y[idx])
+            xb, yb = (x, y) if batch is None else (x[idx], y[idx])
+            logits = (xb @ w.unsqueeze(-1)).squeeze(-1)
+            pyro.sample("y", dist.Bernoulli(logits=logits), obs=yb)
 
     return model, eager_loop.logistic_log_joint(x, y, batch)
 
@@ -315,8 +317,11 @@ def table_maf(dims: list[int], args) -> None:
         "\n### 4. Sampling cost of one layer, MAF (D sequential passes) vs IAF (one pass), "
         "K=1 draw, forward + backward\n"
     )
-    print("| D | H | IAF ms | MAF ms | MAF/IAF | MAF ms per dimension |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| D | H | IAF ms | MAF ms | MAF/IAF | MAF ms per dimension | MAF fixed-point ms (previous) "
+        "| fixed-point/MAF |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     from pyro_nf.transforms import AffineAutoregressive
 
     for dim in dims:
@@ -336,12 +341,30 @@ def table_maf(dims: list[int], args) -> None:
 
             return go
 
+        def fixed_point(layer=layers["maf"], dim=dim):  # the previous algorithm: D full passes
+            def go(n):
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    x, weights = torch.randn(1, dim), layer.made.masked_weights()
+                    out = torch.zeros_like(x)
+                    for _ in range(dim):
+                        shift, log_scale = layer._shift_log_scale(weights, out)
+                        out = x * torch.exp(log_scale) + shift
+                    (out.sum() + log_scale.sum()).backward()
+                return (time.perf_counter() - t0) / n * 1e3
+
+            return go
+
         n_maf = 1 if dim >= 1000 else args.steps
         rounds = 1 if dim >= 1000 else args.rounds
-        runs: dict[str, list[float]] = {"iaf": [], "maf": []}
+        runs: dict[str, list[float]] = {"iaf": [], "maf": [], "fixed": []}
         for _ in range(rounds):
             runs["iaf"].append(run(layers["iaf"])(args.steps))
             runs["maf"].append(run(layers["maf"])(n_maf))
+            if dim <= args.fixed_point_max_dim:
+                runs["fixed"].append(fixed_point()(n_maf))
+            else:
+                runs["fixed"].append(float("nan"))
         print(
             f"| {dim} | {hid[0]} | {fmt(med(runs, 'iaf'))} | {fmt(med(runs, 'maf'))} | "
             f"{ratio(runs, 'maf', 'iaf'):.1f} | {fmt(med(runs, 'maf') / dim, 3)} |",
@@ -361,8 +384,9 @@ def main() -> int:
         default=20.0,
         help="seconds: a first step slower than this is timed once (see table 2)",
     )
-    p.add_argument("--maf-max-dim", type=int, default=5000, help="MAF is not run at this D or above")
-    p.add_argument("--maf-dims", default="10,100,1000")
+    p.add_argument("--maf-max-dim", type=int, default=100000, help="MAF is not run at this D or above")
+    p.add_argument("--maf-dims", default="10,100,1000,5000")
+    p.add_argument("--fixed-point-max-dim", type=int, default=1000)
     p.add_argument("--logistic-n", default="1000,100000")
     p.add_argument("--tables", default="1,2,3,4")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory columns")
@@ -382,20 +406,19 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     pyro.enable_validation(True)  # Pyro's default: what a user's SVI runs with
     dims = [int(d) for d in args.dims.split(",")]
-    tables = set(args.tables.split(","))
     print(
         f"torch {torch.__version__}, pyro {pyro.__version__}, torch threads {args.threads}, "
         f"{os.cpu_count()} CPUs; {args.rounds} rounds x {args.steps} steps (D >= 1000: "
         f"{max(2, args.rounds // 3)} rounds x 2 steps), medians; ratios = medians of per-round ratios"
     )
-    if "1" in tables:
-        table_iaf(dims, args)
-    if "2" in tables:
-        table_guides(dims, args)
-    if "3" in tables:
-        table_logistic([int(n) for n in args.logistic_n.split(",")], args)
-    if "4" in tables:
-        table_maf([int(d) for d in args.maf_dims.split(",")], args)
+    run = {
+        "1": lambda: table_iaf(dims, args),
+        "2": lambda: table_guides(dims, args),
+        "3": lambda: table_logistic([int(n) for n in args.logistic_n.split(",")], args),
+        "4": lambda: table_maf([int(d) for d in args.maf_dims.split(",")], args),
+    }
+    for table in args.tables.split(","):  # in the order given
+        run[table]()
     return 0
 
 
