@@ -367,7 +367,8 @@ def table_maf(dims: list[int], args) -> None:
                 runs["fixed"].append(float("nan"))
         print(
             f"| {dim} | {hid[0]} | {fmt(med(runs, 'iaf'))} | {fmt(med(runs, 'maf'))} | "
-            f"{ratio(runs, 'maf', 'iaf'):.1f} | {fmt(med(runs, 'maf') / dim, 3)} |",
+            f"{ratio(runs, 'maf', 'iaf'):.1f} | {fmt(med(runs, 'maf') / dim, 3)} | "
+            f"{fmt(med(runs, 'fixed'))} | {fmt(ratio(runs, 'fixed', 'maf'), 1)} |",
             flush=True,
         )
 
