@@ -47,6 +47,7 @@ from typing import Any
 import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.distributions import TransformedDistribution
 from pyro.distributions.util import scale_and_mask, sum_rightmost
 from pyro.infer.autoguide import AutoContinuous, AutoNormal
 from pyro.poutine.messenger import Messenger
@@ -116,6 +117,27 @@ def _max_plate_nesting(trace: poutine.Trace) -> int:
     return max(dims, default=0)
 
 
+def _is_flow(posterior: Distribution) -> bool:
+    """A ``TransformedDistribution`` whose layers compute their own log-dets in the forward pass."""
+    return type(posterior) in (TransformedDistribution, torch.distributions.TransformedDistribution) and all(
+        callable(getattr(t, "forward_and_log_det", None)) for t in posterior.transforms
+    )
+
+
+def _flow_rsample_log_prob(
+    posterior: TransformedDistribution, shape: torch.Size
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``rsample`` and ``log_prob`` of a flow's own draw in one pass per layer:
+    :math:`\log q(z) = \log p_0(x_0) - \sum_k \log|\det J_k(x_{k-1})|` (the values
+    ``TransformedDistribution`` computes through its caches, without their bookkeeping)."""
+    x = posterior.base_dist.rsample(shape)
+    log_q = posterior.base_dist.log_prob(x)
+    for layer in posterior.transforms:
+        x, ladj = layer.forward_and_log_det(x)
+        log_q = log_q - ladj
+    return x, log_q
+
+
 class _PackedDraws:
     """Draws of an ``AutoContinuous`` guide: one packed vector, unpacked per site."""
 
@@ -132,12 +154,13 @@ class _PackedDraws:
 
     def __call__(self, k: int | None) -> tuple[Iterator, torch.Tensor]:
         posterior = self.distribution()
-        if k is None:
-            z = posterior.rsample()
-            log_q = posterior.log_prob(z)
+        shape = torch.Size() if k is None else torch.Size((k,))
+        if _is_flow(posterior):
+            z, log_q = _flow_rsample_log_prob(posterior, shape)
         else:
-            z = posterior.rsample((k,))
+            z = posterior.rsample(shape)
             log_q = posterior.log_prob(z)
+        if k is not None:
             z = z.reshape((k,) + (1,) * self.nesting + z.shape[-1:])
         sites = ((site, u) for site, u in self.guide._unpack_latent(z))
         return sites, log_q.sum()
