@@ -60,6 +60,8 @@ class EagerIAF(nn.Module):
             lins.append(out)
             layer = nn.Module()
             layer.lins = lins
+            masks[-1] = masks[-1] / out.in_features  # MADE's output gain 1 / fan_in, folded in
+            layer.gain = 1.0 / out.in_features
             for i, m in enumerate(masks):
                 layer.register_buffer(f"m{i}", m)
             self.layers.append(layer)
@@ -76,7 +78,9 @@ class EagerIAF(nn.Module):
                 h = F.relu(F.linear(h, lin.weight * getattr(layer, f"m{i}"), lin.bias))
             if self.skip:
                 h = torch.cat([h, x], dim=-1)
-            out = F.linear(h, lins[-1].weight * getattr(layer, f"m{len(lins) - 1}"), lins[-1].bias)
+            out = F.linear(
+                h, lins[-1].weight * getattr(layer, f"m{len(lins) - 1}"), lins[-1].bias * layer.gain
+            )
             shift, raw = out[..., : self.dim], out[..., self.dim :]
             log_scale = self.bound * torch.tanh(raw / self.bound)
             x = x * torch.exp(log_scale) + shift
