@@ -29,7 +29,8 @@ Example:
     >>> from pyro_nf.guides import AutoIAF
     >>> def model():
     ...     s = pyro.sample("s", dist.LogNormal(0.0, 1.0))
-    ...     pyro.sample("x", dist.Normal(0.0, s).expand([3]).to_event(1))
+    ...     x = pyro.sample("x", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+    ...     pyro.sample("y", dist.Normal(x.sum(-1), s), obs=torch.tensor(1.0))
     >>> guide = AutoIAF(model, num_flows=2, hidden_dims=(8,))
     >>> _ = guide()  # set-up (fit() does this)
     >>> fast, reason = plan(model, guide, (), {}, num_particles=4)
