@@ -34,7 +34,7 @@ RECOVERY_LR_FACTOR = 0.5
 LADDER_PERIODS = (8, 64, 512)
 
 #: Parameter bytes above which the guard keeps two copies instead of the ladder (see module docstring).
-COMPACT_BYTES = 256 * 2**20
+COMPACT_BYTES = 32 * 2**20
 
 Snapshot = dict[str, torch.Tensor]
 
