@@ -18,6 +18,16 @@ Examples (latent sites with shapes; reference):
 - ``german_credit``: ``w`` (25,); Inference Gym NUTS means and sds.
 - ``radon``: ``county_effect_mean``, ``county_effect_scale``, ``county_effect`` (85,),
   ``weight`` (3,), ``log_radon_scale``; Inference Gym NUTS means and sds.
+- ``kilpisjarvi``: ``alpha``, ``beta``, ``sigma`` (improper flat prior); posteriordb NUTS, 1,000
+  draws.
+- ``sblrc_blr``: ``beta`` (5,), ``sigma``; posteriordb NUTS, 1,000 draws.
+- ``arK``: ``alpha``, ``beta`` (5,), ``sigma``; posteriordb NUTS, 1,000 draws.
+- ``gp_pois_regr``: ``rho``, ``alpha``, ``f_tilde`` (11,), deterministic ``f`` (11,); posteriordb
+  NUTS, 1,000 draws.
+- ``low_dim_gauss_mix``: ``mu`` (2,, ordered), ``sigma`` (2,), ``theta``; posteriordb NUTS, 1,000
+  draws.
+- ``stochastic_volatility``: ``persistence_of_volatility``, ``mean_log_volatility``,
+  ``white_noise_shock_scale``, ``log_volatility`` (100,); Inference Gym NUTS means and sds.
 
 Every model takes its observed data as a keyword that may be ``None`` (prior predictive), names its
 plates (they become ArviZ dims), uses ``.to_event`` for vector sites, and runs under an outer
@@ -30,7 +40,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ._ark import ark, make_ark_example
 from ._data import Example
+from ._gauss_mix import low_dim_gauss_mix, make_low_dim_gauss_mix_example
+from ._gp_pois_regr import gp_pois_regr, make_gp_pois_regr_example
+from ._kilpisjarvi import kilpisjarvi, make_kilpisjarvi_example
+from ._sblrc_blr import make_sblrc_blr_example, sblrc_blr
+from ._stochastic_volatility import make_stochastic_volatility_example, stochastic_volatility
 from .banana import banana, make_banana_example
 from .eight_schools import (
     eight_schools_centered,
@@ -44,6 +60,7 @@ from .radon import make_radon_example, radon
 
 __all__ = [
     "Example",
+    "ark",
     "available_examples",
     "banana",
     "eight_schools_centered",
@@ -51,7 +68,12 @@ __all__ = [
     "funnel",
     "german_credit",
     "get_example",
+    "gp_pois_regr",
+    "kilpisjarvi",
+    "low_dim_gauss_mix",
     "radon",
+    "sblrc_blr",
+    "stochastic_volatility",
 ]
 
 _BUILDERS: dict[str, Callable[[], Example]] = {
@@ -61,6 +83,12 @@ _BUILDERS: dict[str, Callable[[], Example]] = {
     "eight_schools_noncentered": make_eight_schools_noncentered_example,
     "german_credit": make_german_credit_example,
     "radon": make_radon_example,
+    "kilpisjarvi": make_kilpisjarvi_example,
+    "sblrc_blr": make_sblrc_blr_example,
+    "arK": make_ark_example,
+    "gp_pois_regr": make_gp_pois_regr_example,
+    "low_dim_gauss_mix": make_low_dim_gauss_mix_example,
+    "stochastic_volatility": make_stochastic_volatility_example,
 }
 
 
@@ -84,7 +112,5 @@ def get_example(name: str) -> Example:
     try:
         builder = _BUILDERS[name]
     except KeyError:
-        raise KeyError(
-            f"unknown example {name!r}; available: {', '.join(available_examples())}"
-        ) from None
+        raise KeyError(f"unknown example {name!r}; available: {', '.join(available_examples())}") from None
     return builder()
