@@ -37,10 +37,10 @@ def kilpisjarvi(x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         p(\sigma) \propto 1_{\sigma > 0}, \quad y_n \sim N(\alpha + \beta x_n, \sigma).
 
     ``sigma`` has the implicit improper flat prior of the Stan model (no sampling statement): its
-    log density is exactly zero, written as ``HalfCauchy(1).mask(False)``, Pyro's idiom for an
+    log density is exactly zero, written as ``LogNormal(0, 1).mask(False)``, Pyro's idiom for an
     improper site that can still be drawn (``ImproperUniform`` cannot, and Pyro and pyro_nf trace
     models forward to find their sites). Forward draws of ``sigma`` (a plain model call, the
-    initial point of ``init_to_median``) therefore come from ``HalfCauchy(1)``, which is no prior:
+    initial point of ``init_to_median``) therefore come from ``LogNormal(0, 1)``, which is no prior:
     this model has no prior predictive. Its posterior predictive is fine (``y=None`` under a guide
     or posterior draws).
 
@@ -55,7 +55,7 @@ def kilpisjarvi(x: torch.Tensor, y: torch.Tensor | None = None) -> None:
     """
     alpha = pyro.sample("alpha", dist.Normal(*ALPHA_PRIOR))
     beta = pyro.sample("beta", dist.Normal(*BETA_PRIOR))
-    sigma = pyro.sample("sigma", dist.HalfCauchy(1.0).mask(False))
+    sigma = pyro.sample("sigma", dist.LogNormal(0.0, 1.0).mask(False))
     with pyro.plate("year", x.shape[-1]):
         pyro.sample("y", dist.Normal(alpha + beta * x, sigma), obs=y)
 
