@@ -3,7 +3,7 @@
     python benchmarks/nuts_vs_reference.py [--examples a,b] [--warmup W] [--draws N] [--seed S]
 
 For each example (default: every one with posteriordb or Inference Gym NUTS references), Pyro's NUTS
-(one chain, ``float64``, seeded, dense mass matrix for up to 20 latent dimensions, diagonal above)
+(one chain, ``float64``, seeded, dense mass matrix up to 20 latent dimensions, diagonal above)
 draws from the model; every reference site (latent and deterministic) is summarised per element
 and compared with the reference:
 
@@ -55,13 +55,20 @@ def _ref_mcse(doc: dict, site: str, shape: tuple, sd: np.ndarray) -> np.ndarray:
     return sd / math.sqrt(10_000)
 
 
-def check(name: str, warmup: int, draws: int, seed: int) -> bool:
+def check(name: str, warmup: int, draws: int, seed: int, progress: bool = False, jit: bool = False) -> bool:
     ex = get_example(name)
     doc = load_json(FILES[name])
     pyro.set_rng_seed(seed)
     dim = sum(int(np.prod(v["mean"].shape)) for k, v in ex.reference.items())
-    kernel = NUTS(ex.model, full_mass=dim <= 20, max_tree_depth=10, target_accept_prob=0.9)
-    mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, disable_progbar=True)
+    kernel = NUTS(
+        ex.model,
+        full_mass=dim <= 20,
+        max_tree_depth=10,
+        target_accept_prob=0.9,
+        jit_compile=jit,
+        ignore_jit_warnings=True,
+    )
+    mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, disable_progbar=not progress)
     start = time.perf_counter()
     mcmc.run(**ex.data)
     seconds = time.perf_counter() - start
@@ -69,7 +76,7 @@ def check(name: str, warmup: int, draws: int, seed: int) -> bool:
     extra = [s for s in ex.reference if s not in samples]
     if extra:
         samples.update(Predictive(ex.model, posterior_samples=samples, return_sites=extra)(**ex.data))
-    divergences = int(sum(mcmc.diagnostics()["divergences"]["chain 0"].__len__() for _ in [0]))
+    divergences = len(mcmc.diagnostics()["divergences"]["chain 0"])
     ok = True
     print(f"\n{name}: NUTS {warmup}+{draws}, {seconds:.0f} s, {divergences} divergences")
     print(
@@ -107,10 +114,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--draws", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--progress", action="store_true", help="show NUTS progress bars")
+    parser.add_argument("--jit", action="store_true", help="JIT-compile the potential (Pyro's jit_compile)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)
-    results = {n: check(n, args.warmup, args.draws, args.seed) for n in args.examples.split(",")}
+    results = {
+        n: check(n, args.warmup, args.draws, args.seed, args.progress, args.jit)
+        for n in args.examples.split(",")
+    }
     print("\nsummary: " + ", ".join(f"{n} {'ok' if v else 'CHECK'}" for n, v in results.items()))
 
 
