@@ -103,7 +103,8 @@ def check(name: str, warmup: int, draws: int, seed: int, progress: bool = False,
         i = int(np.argmax(np.abs(z)))
         print(
             f"  {site:28s} {x.shape[1]:4d} {np.abs(z).max():7.2f} {ratio.min():8.3f}..{ratio.max():<8.3f}"
-            f" {ess.min():8.0f} {ess_sd.min():7.0f}  [{i}] {mean[i]:.5g} ({ref_mean[i]:.5g} +- {ref_sd[i]:.3g})"
+            f" {ess.min():8.0f} {ess_sd.min():7.0f}"
+            f"  [{i}] {mean[i]:.5g} ({ref_mean[i]:.5g} +- {ref_sd[i]:.3g})"
             f"{'' if site_ok else '  <-- CHECK'}"
         )
     print(f"  verdict: {'ok' if ok else 'CHECK'}")
