@@ -440,3 +440,22 @@ def test_stochastic_volatility_density_and_data() -> None:
     r = ex.data["centered_returns"]
     lik = normal(0.0, torch.exp(h / 2)).log_prob(r).sum()
     assert trace.nodes["centered_returns"]["log_prob"].sum().item() == pytest.approx(lik.item(), rel=1e-6)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", ["arK", "gp_pois_regr"])
+def test_short_nuts_recovers_the_reference(name: str, float64) -> None:
+    # 200 + 200 NUTS draws (one chain, dense mass): means within 0.35 reference sd and sds within
+    # 30% of the reference. benchmarks/nuts_vs_reference.py runs the full comparison.
+    from pyro.infer import MCMC, NUTS
+
+    ex = get_example(name)
+    mcmc = MCMC(NUTS(ex.model, full_mass=True, target_accept_prob=0.9), num_samples=200, warmup_steps=200,
+                disable_progbar=True)
+    mcmc.run(**ex.data)
+    samples = mcmc.get_samples()
+    for site in samples:
+        stats = ex.reference[site]
+        x = samples[site].double().numpy()
+        assert np.all(np.abs(x.mean(0) - stats["mean"]) < 0.35 * stats["sd"]), site
+        assert np.all(np.abs(x.std(0) / stats["sd"] - 1) < 0.3), site
