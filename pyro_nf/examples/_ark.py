@@ -16,7 +16,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ._data import Example, describe, draws_from_json, load_json, summaries_from_json, tensor
+from pyro_nf.examples._data import Example, describe, draws_from_json, load_json, summaries_from_json, tensor
 
 __all__ = ["ark", "ark_data", "make_ark_example"]
 

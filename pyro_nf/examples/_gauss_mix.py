@@ -23,7 +23,7 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 
-from ._data import Example, describe, draws_from_json, load_json, summaries_from_json, tensor
+from pyro_nf.examples._data import Example, describe, draws_from_json, load_json, summaries_from_json, tensor
 
 __all__ = ["OrderedNormal", "low_dim_gauss_mix", "make_low_dim_gauss_mix_example"]
 

@@ -19,7 +19,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ._data import (
+from pyro_nf.examples._data import (
     Example,
     describe,
     draws_from_json,

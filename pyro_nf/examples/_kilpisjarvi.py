@@ -17,7 +17,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ._data import Example, describe, draws_from_json, load_json, summaries_from_json, tensor
+from pyro_nf.examples._data import Example, describe, draws_from_json, load_json, summaries_from_json, tensor
 
 __all__ = ["ALPHA_PRIOR", "BETA_PRIOR", "kilpisjarvi", "make_kilpisjarvi_example"]
 

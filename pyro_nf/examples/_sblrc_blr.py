@@ -14,7 +14,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from ._data import Example, describe, draws_from_json, load_json, summaries_from_json, tensor
+from pyro_nf.examples._data import Example, describe, draws_from_json, load_json, summaries_from_json, tensor
 
 __all__ = ["make_sblrc_blr_example", "sblrc_blr"]
 

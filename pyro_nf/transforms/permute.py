@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .base import FlowTransform
-from .made import make_order
+from pyro_nf.transforms.base import FlowTransform
+from pyro_nf.transforms.made import make_order
 
 
 class Permute(FlowTransform):
@@ -29,8 +29,7 @@ class Permute(FlowTransform):
 
     volume_preserving = True
 
-    def __init__(self, input_dim: int,
-                 permutation: str | Sequence[int] | torch.Tensor = "reversed") -> None:
+    def __init__(self, input_dim: int, permutation: str | Sequence[int] | torch.Tensor = "reversed") -> None:
         super().__init__(input_dim)
         perm = make_order(input_dim, permutation)
         self.register_buffer("permutation", perm)
