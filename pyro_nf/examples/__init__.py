@@ -31,8 +31,10 @@ Examples (latent sites with shapes; reference):
 
 Every model takes its observed data as a keyword that may be ``None`` (prior predictive), names its
 plates (they become ArviZ dims), uses ``.to_event`` for vector sites, and runs under an outer
-vectorised particle plate. ``pyro_nf.examples.funnel`` (etc.) is the model function; each model's
-module is private (``pyro_nf.examples._funnel``).
+vectorised particle plate. Two exceptions to "prior predictive": ``kilpisjarvi``'s flat prior on
+``sigma`` is improper, so it has none (forward draws of ``sigma`` are a placeholder); ``arK`` is
+conditional on the lagged series, so ``y=None`` draws one-step-ahead values. ``pyro_nf.examples.funnel``
+(etc.) is the model function; each model's module is private (``pyro_nf.examples._funnel``).
 """
 
 from __future__ import annotations
