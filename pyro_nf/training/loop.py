@@ -39,6 +39,7 @@ from pyro_nf.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from pyro_nf.training.distributed import DataParallel, resolve
 from pyro_nf.training.errors import CheckpointError
 from pyro_nf.training.guard import (
     DivergenceGuard,
@@ -200,6 +201,7 @@ def fit(
     resume: str | os.PathLike | None = None,
     max_recoveries: int = 5,
     callback: Callable[[int, float], Any] | None = None,
+    distributed: bool | DataParallel | None = None,
     **model_kwargs: Any,
 ) -> FitResult:
     r"""Fit ``guide`` to ``model`` by stochastic variational inference (Pyro's ``SVI``).
@@ -255,6 +257,14 @@ def fit(
         callback: called as ``callback(step, loss)`` after every completed step (after that
             step's checkpoint, if any, is written); returning ``True`` stops the fit with
             ``stop_reason == "callback"``. Use it for custom stopping rules, logging or tests.
+            In a distributed fit it runs on every rank; one rank's ``True`` stops them all.
+        distributed: data-parallel SVI on ``torch.distributed`` (:mod:`pyro_nf.training.distributed`):
+            ``None`` (default) turns it on inside an initialised process group of more than one
+            process, ``True`` or a :class:`~pyro_nf.training.distributed.DataParallel` asks for it
+            (joining the group ``torchrun`` describes if needed), ``False`` turns it off. Each rank
+            passes its shard of the data (``pyro_nf.shard``); the replicas start from rank 0's
+            parameters, average loss and gradients every step and so stay identical; losses are
+            full-data estimates; rank 0 alone shows progress and writes checkpoints.
         **model_kwargs: keyword arguments for model and guide.
 
     Returns:
@@ -283,11 +293,15 @@ def fit(
     elif early_stop is not None and not isinstance(early_stop, EarlyStop):
         raise ValueError(f"early_stop must be None, a bool or an EarlyStop; got {early_stop!r}")
     kwargs = model_kwargs
+    group = resolve(distributed)  # None unless data-parallel
+    progress = progress and (group is None or group.is_main)
     if seed is not None and resume is None:
-        pyro.set_rng_seed(seed)
+        pyro.set_rng_seed(seed if group is None else group.rank_seed(seed))
 
     # --- set-up, all off the random stream ---------------------------------------------------
     model_trace = setup.trace_model(model, args, kwargs)
+    if group is not None:  # checks the model can be split; scales the sharded likelihood
+        model = group.prepare(model, model_trace)
     setup.setup_guide(guide, model_trace, args, kwargs)
     elbo = setup.make_loss(loss, setup.uses_enumeration(model_trace), num_particles, vectorize_particles)
     setup.guess_plate_nesting(elbo, model, guide, args, kwargs)
@@ -296,6 +310,11 @@ def fit(
     store = pyro.get_param_store()
     named = dict(store.named_parameters())
     params = {n: named[n] for n in setup.param_names(model, guide, args, kwargs)}
+    evaluate_loss = svi.evaluate_loss
+    if group is not None:  # identical replicas; mean loss and gradients before every optimiser step
+        group.broadcast(params, guide)
+        svi.loss_and_grads = group.synced(svi.loss_and_grads, params)
+        evaluate_loss = group.synced(svi.evaluate_loss)
     opt_name = (
         optimizer
         if isinstance(optimizer, str)
@@ -316,7 +335,10 @@ def fit(
         losses = [float(v) for v in ckpt["losses"]]
         # a completed fit continues when asked for more steps; an early-stopped one stays stopped
         stop_reason = "early_stop" if ckpt.get("stop_reason") == "early_stop" else None
-        restore_rng_state(ckpt["rng"])
+        if group is None:
+            restore_rng_state(ckpt["rng"])
+        else:
+            group.restore_rng(ckpt)
     start_step = step = len(losses)
 
     def write_checkpoint() -> None:
@@ -334,7 +356,7 @@ def fit(
             "config": config,
             "seed": seed,
         }
-        save_checkpoint(checkpoint, payload)
+        (save_checkpoint if group is None else group.save_checkpoint)(checkpoint, payload)
 
     # --- the loop ------------------------------------------------------------------------------
     bar = _Progress(progress and stop_reason is None and step < num_steps, num_steps, step)
@@ -367,14 +389,16 @@ def fit(
                             stop_reason = "early_stop"
                         if checkpoint is not None and step % checkpoint_every == 0:
                             write_checkpoint()
-                        if callback is not None and callback(step, value) is True:
-                            stop_reason = "callback"
+                        if callback is not None:
+                            stop = callback(step, value) is True
+                            if stop if group is None else group.any(stop):
+                                stop_reason = "callback"
                         continue
                 guard.recover(step, optim, lr, model, guide, args, kwargs)
             if stop_reason != "interrupted" and step > start_step:
                 with isolated_rng():  # the last update is not yet verified by a loss: check it
                     try:
-                        final = svi.evaluate_loss(*args, **kwargs)
+                        final = evaluate_loss(*args, **kwargs)
                     except (ValueError, RuntimeError) as err:
                         if not is_divergence_error(err):
                             raise
