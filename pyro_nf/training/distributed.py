@@ -373,6 +373,10 @@ class _Group:
         return run
 
     def _reduce(self, plist: list[torch.Tensor], value: float, caught: Exception | None) -> float:
+        if self.world_size == 1:  # nothing to average
+            if caught is not None:
+                raise caught
+            return value
         div = caught is not None and is_divergence_error(caught)
         meta = [value, float(div), float(caught is not None and not div)]
         meta += [float(p.grad is not None) for p in plist]
