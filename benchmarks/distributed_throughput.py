@@ -25,8 +25,10 @@ Idle ranks wait in a gloo barrier (blocked on a socket, no CPU). Each run is one
 ``warmup + steps`` steps; its time is taken by the ``callback`` from the end of step ``warmup`` to
 the end of the last step (set-up, first steps and the final check excluded), ``obs/s = N * steps /
 time``. Reported: the median over rounds, the median per-round ratio to the plain baseline
-(``speedup``), ``efficiency = speedup / processes``, and ``sync ms/step``: rank 0's median time per
-step inside the gradient all-reduce hook, waiting for the slower rank included.
+(``speedup``), ``efficiency = speedup / processes``, wall and CPU ms per step (rank 0's process
+CPU time, ``time.process_time``: the work it did, whether or not it got a core when it wanted one),
+and ``sync ms/step``: rank 0's median time per step inside the gradient all-reduce hook, waiting for
+the slower rank included. The machine's load average is printed with the table.
 """
 
 from __future__ import annotations
@@ -76,20 +78,22 @@ def _timed_reduce(self, *args, **kwargs):
         _sync_seconds.append(time.perf_counter() - t0)
 
 
-def one_run(x, y, steps: int, warmup: int, distributed) -> tuple[float, float]:
-    """Seconds for the ``steps`` steps after ``warmup``, and median seconds per step in the hook."""
+def one_run(x, y, steps: int, warmup: int, distributed) -> tuple[float, float, float]:
+    """Wall and CPU seconds of this process for the ``steps`` steps after ``warmup``, and median
+    seconds per step in the all-reduce hook."""
     pyro.clear_param_store()
     guide = AutoIAF(model, num_flows=2, hidden_dims=(32, 32))
-    marks: dict[int, float] = {}
+    marks: dict[int, tuple[float, float]] = {}
     _sync_seconds.clear()
 
     def callback(step: int, loss: float) -> None:
-        marks[step] = time.perf_counter()
+        marks[step] = (time.perf_counter(), time.process_time())
 
     fit(model, guide, x, y, num_steps=warmup + steps, lr=1e-3, seed=0, progress=False,
         callback=callback, distributed=distributed)  # fmt: skip
     sync = statistics.median(_sync_seconds[warmup:-1]) if len(_sync_seconds) > warmup + 1 else 0.0
-    return marks[warmup + steps] - marks[warmup], sync
+    (w0, c0), (w1, c1) = marks[warmup], marks[warmup + steps]
+    return w1 - w0, c1 - c0, sync
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -102,31 +106,36 @@ def worker(args: argparse.Namespace) -> None:
     solo = tdist.new_group([0])
     configs = ["1 process, plain", "1 process, group", f"{size} processes"]
     times: dict[str, list[float]] = {c: [] for c in configs}
+    cpus: dict[str, list[float]] = {c: [] for c in configs}
     syncs: dict[str, list[float]] = {c: [] for c in configs}
+    load0 = os.getloadavg()[0]
     for r in range(args.rounds):
         for c in configs[r % 3 :] + configs[: r % 3]:
             if c.startswith(f"{size} processes"):
-                t, s = one_run(xs, ys, args.steps, args.warmup, DataParallel())
+                t, cpu, s = one_run(xs, ys, args.steps, args.warmup, DataParallel())
             elif rank == 0:
                 group = DataParallel(group=solo) if c.endswith("group") else False
-                t, s = one_run(x, y, args.steps, args.warmup, group)
+                t, cpu, s = one_run(x, y, args.steps, args.warmup, group)
             else:
-                t = s = None
+                t = cpu = s = None
             tdist.barrier()
             if rank == 0:
                 times[c].append(t)
+                cpus[c].append(cpu)
                 syncs[c].append(s)
                 print(f"round {r} {c}: {args.n * args.steps / t:,.0f} obs/s", file=sys.stderr, flush=True)
     if rank == 0:
         base = times[configs[0]]
         print(
             f"\nlogistic regression, N = {args.n:,}, {args.features} features, AutoIAF(2 layers, 32x32), "
-            f"{args.steps} timed steps after {args.warmup}, {args.rounds} rounds, 1 thread per process\n"
+            f"{args.steps} timed steps after {args.warmup}, {args.rounds} rounds, 1 thread per process; "
+            f"{os.cpu_count()} CPUs, load average {load0:.1f} at the start, "
+            f"{os.getloadavg()[0]:.1f} at the end\n"
         )
         header = (
             f"{'configuration':<20} {'processes':>9} {'obs/s (median)':>15} {'speedup':>8} {'range':>12} "
         )
-        print(header + f"{'efficiency':>10} {'sync ms/step':>12}")
+        print(header + f"{'efficiency':>10} {'wall ms/step':>12} {'CPU ms/step':>11} {'sync ms/step':>12}")
         for c in configs:
             p = size if c.endswith("processes") else 1
             obs = statistics.median(args.n * args.steps / t for t in times[c])
@@ -134,7 +143,16 @@ def worker(args: argparse.Namespace) -> None:
             speed = statistics.median(ratios)
             rng = f"{min(ratios):.2f}-{max(ratios):.2f}"
             sync = 1e3 * statistics.median(syncs[c])
-            print(f"{c:<20} {p:>9} {obs:>15,.0f} {speed:>8.2f} {rng:>12} {speed / p:>10.2f} {sync:>12.2f}")
+            wall = 1e3 * statistics.median(times[c]) / args.steps
+            cpu = 1e3 * statistics.median(cpus[c]) / args.steps
+            print(
+                f"{c:<20} {p:>9} {obs:>15,.0f} {speed:>8.2f} {rng:>12} {speed / p:>10.2f} {wall:>12.1f} "
+                f"{cpu:>11.1f} {sync:>12.2f}"
+            )
+        print(
+            "\nCPU ms/step: rank 0's process CPU time per step (compute + gloo threads). With idle cores, "
+            "wall time per step would approach the slowest rank's CPU time; on a shared machine it does not."
+        )
     tdist.destroy_process_group()
 
 
