@@ -65,7 +65,7 @@ from pyro_nf.training.errors import CheckpointError, FitInputError
 from pyro_nf.training.guard import is_divergence_error
 from pyro_nf.training.setup import latent_sites
 
-__all__ = ["DataParallel", "init_process_group", "shard"]
+__all__ = ["DataParallel", "init_process_group", "shard", "together"]
 
 _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -225,6 +225,24 @@ def _digest(value: Any) -> str:
             + hashlib.sha1(data.view(-1).view(torch.uint8).numpy()).hexdigest()
         )
     return repr(value)
+
+
+def together(group: _Group | None, fn: Callable, *args: Any, error: type[Exception] = FitInputError) -> Any:
+    """``fn(*args)``; in a group, an exception on one rank is raised on every rank (there as ``error``
+    naming the rank), so that no rank waits forever in the next collective step."""
+    if group is None:
+        return fn(*args)
+    try:
+        out, caught = fn(*args), None
+    except Exception as err:  # re-raised below, after the other ranks learn of it
+        out, caught = None, err
+    messages = group.gather(None if caught is None else f"{type(caught).__name__}: {caught}")
+    if caught is not None:
+        raise caught
+    failed = [(r, m) for r, m in enumerate(messages) if m is not None]
+    if failed:
+        raise error(f"rank {failed[0][0]} failed ({len(failed)} in all): {failed[0][1]}")
+    return out
 
 
 def resolve(distributed: bool | DataParallel | None) -> _Group | None:

@@ -39,7 +39,7 @@ from pyro_nf.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from pyro_nf.training.distributed import DataParallel, resolve
+from pyro_nf.training.distributed import DataParallel, resolve, together
 from pyro_nf.training.errors import CheckpointError
 from pyro_nf.training.guard import (
     DivergenceGuard,
@@ -299,10 +299,10 @@ def fit(
         pyro.set_rng_seed(seed if group is None else group.rank_seed(seed))
 
     # --- set-up, all off the random stream ---------------------------------------------------
-    model_trace = setup.trace_model(model, args, kwargs)
+    model_trace = together(group, setup.trace_model, model, args, kwargs)
     if group is not None:  # checks the model can be split; scales the sharded likelihood
         model = group.prepare(model, model_trace)
-    setup.setup_guide(guide, model_trace, args, kwargs)
+    together(group, setup.setup_guide, guide, model_trace, args, kwargs)
     elbo = setup.make_loss(loss, setup.uses_enumeration(model_trace), num_particles, vectorize_particles)
     setup.guess_plate_nesting(elbo, model, guide, args, kwargs)
     optim = setup.make_optimizer(optimizer, lr, lr_decay, num_steps)
@@ -330,7 +330,7 @@ def fit(
     stop_reason: str | None = None
     guard = DivergenceGuard(params, max_recoveries)
     if resume is not None:
-        ckpt = load_checkpoint(resume)
+        ckpt = together(group, load_checkpoint, resume, error=CheckpointError)
         _load_state(ckpt, guide, params, config, optim, guard, resume)
         losses = [float(v) for v in ckpt["losses"]]
         # a completed fit continues when asked for more steps; an early-stopped one stays stopped

@@ -20,13 +20,15 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro import poutine
 
-from pyro_nf.guides import AutoIAF
+from pyro_nf.guides import AutoIAF, available_guides, make_guide
 from pyro_nf.training import fit
-from pyro_nf.training.distributed import DataParallel, init_process_group, shard
+from pyro_nf.training.distributed import DataParallel, _ShardScale, init_process_group, shard
 
 N, D = 60, 3
 STEPS = 30
+GUIDES = [g for g in available_guides() if g != "iaf"]  # "iaf": a small one in scenario A
 
 
 def data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,11 +59,13 @@ def unplated(x: torch.Tensor, y: torch.Tensor) -> None:
     pyro.sample("y", dist.Bernoulli(logits=x @ w).to_event(1), obs=y)
 
 
-def run_fit(model, x, y, **options) -> dict:
-    """Fit a fresh flow guide; return the losses and the parameters (unconstrained)."""
+def run_fit(model, x, y, guide: str = "small iaf", **options) -> dict:
+    """Fit a fresh guide (a registered name, or a small AutoIAF); return losses and parameters."""
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
-    guide = AutoIAF(model, num_flows=2, hidden_dims=(8,))
+    guide = (
+        AutoIAF(model, num_flows=2, hidden_dims=(8,)) if guide == "small iaf" else make_guide(guide, model)
+    )
     result = fit(model, guide, x, y, num_steps=options.pop("num_steps", STEPS), lr=0.05, **options)
     params = {n: p.detach().clone() for n, p in pyro.get_param_store().named_parameters()}
     return {"losses": result.losses, "params": params, "recoveries": result.num_recoveries}
@@ -84,11 +88,24 @@ def worker(out: Path) -> None:
     x, y = data()
     xs, ys = shard(x, name="x"), shard(y, name="y")
     res: dict = {"n_local": len(ys)}
+    t0 = time.perf_counter()
+
+    def lap(what: str) -> None:
+        print(f"rank {rank}: {what} done at {time.perf_counter() - t0:.1f} s", flush=True)
+
     # A: shared noise, to compare with one process on the full data
     res["A"] = run_fit(logistic, xs, ys, seed=1, progress=False, distributed=DataParallel(same_noise=True))
+    lap("A")
+    # E: every registered guide, shared noise, a few steps
+    same = DataParallel(same_noise=True)
+    res["E"] = {
+        g: run_fit(logistic, xs, ys, g, num_steps=8, seed=4, progress=False, distributed=same) for g in GUIDES
+    }
+    lap("E")
     # B: independent noise (the default), progress on
     res["B"] = run_fit(logistic, xs, ys, seed=2, distributed=True)
     res["B_next_draw"] = float(torch.rand(()))  # the ranks' random streams differ
+    lap("B")
     # C: B interrupted after 15 steps (checkpointed by rank 0), then resumed by the group
     import pyro_nf.training.distributed as module
 
@@ -101,6 +118,7 @@ def worker(out: Path) -> None:
     rest = run_fit(logistic, xs, ys, resume=ckpt, checkpoint=ckpt, checkpoint_every=5, progress=False)
     module.save_checkpoint = real_save
     res["C"] = {"first": first["losses"], **rest, "writes": len(writes)}
+    lap("C")
     # D: what cannot be distributed, and errors on one rank only
     res["D_local"] = _error(lambda: run_fit(local_latent, xs, ys, num_steps=2, progress=False))
     res["D_unsharded"] = _error(lambda: run_fit(logistic, x, y, num_steps=2, progress=False))
@@ -120,10 +138,14 @@ def worker(out: Path) -> None:
 
         return callback
 
+    bad_y = ys.clone()
+    bad_y[0] = float("nan") if rank == 1 else bad_y[0]
+    res["D_nan_shard"] = _error(lambda: run_fit(logistic, xs, bad_y, num_steps=2, progress=False))
     bug = RuntimeError("a bug in the model on rank 1")
     res["D_bug"] = _error(lambda: run_fit(flaky, xs, ys, seed=3, progress=False, callback=arm(bug)))
     nan = ValueError("Expected parameter logits to satisfy the constraint Real(), but found nan")
     res["D_diverge"] = run_fit(flaky, xs, ys, seed=3, num_steps=6, progress=False, callback=arm(nan))
+    lap("D")
     torch.save(res, out / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
@@ -144,7 +166,8 @@ def test_two_gloo_processes_match_one_process_on_the_full_data(tmp_path):
     with the same seed draws the same ``z`` (one particle in both: the same effective batch), so
     losses and parameters agree to float64 round-off over 30 Adam steps. Scenario B (independent
     draws per rank, the default) checks the replicas stay bit-identical though their random streams
-    differ; C that a resume by the group continues B exactly and only rank 0 writes; D the errors.
+    differ; C that a resume by the group continues B exactly and only rank 0 writes; D the errors,
+    raised on every rank (no hang); E repeats A for 8 steps with every other registered guide.
     """
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # this checkout's pyro_nf
@@ -166,6 +189,7 @@ def test_two_gloo_processes_match_one_process_on_the_full_data(tmp_path):
         torch.set_default_dtype(torch.float64)
         x, y = data()
         ref = run_fit(logistic, x, y, seed=1, progress=False, distributed=False)
+        ref_e = {g: run_fit(logistic, x, y, g, num_steps=8, seed=4, progress=False) for g in GUIDES}
     finally:
         torch.set_default_dtype(torch.float32)
     deadline = time.monotonic() + 150
@@ -191,6 +215,12 @@ def test_two_gloo_processes_match_one_process_on_the_full_data(tmp_path):
         assert torch.equal(r0["A"]["params"][name], r1["A"]["params"][name]), name
     assert ref["losses"][0] - ref["losses"][-1] > 5.0  # it did learn something
 
+    # E: the same for every registered guide (the small AutoIAF is A)
+    for g in GUIDES:
+        np.testing.assert_allclose(r0["E"][g]["losses"], ref_e[g]["losses"], rtol=1e-9, err_msg=g)
+        for name, value in ref_e[g]["params"].items():
+            torch.testing.assert_close(r1["E"][g]["params"][name], value, rtol=1e-9, atol=1e-10)
+
     # B: independent draws; replicas identical, losses the group's
     assert r0["B_next_draw"] != r1["B_next_draw"]
     assert r0["B"]["losses"] == r1["B"]["losses"]
@@ -213,6 +243,13 @@ def test_two_gloo_processes_match_one_process_on_the_full_data(tmp_path):
         assert "'y'" in r["D_unsharded"] and "same values on every rank" in r["D_unsharded"]
         assert "'y'" in r["D_unplated"] and "no sharded plate" in r["D_unplated"]
         assert r["D_diverge"]["recoveries"] == 1 and len(r["D_diverge"]["losses"]) == 6
+    assert (
+        r1["D_nan_shard"].startswith("FitInputError: the model fails")
+        and "'y' (1 NaN of 30)" in r1["D_nan_shard"]
+    )
+    assert r0["D_nan_shard"].startswith(
+        "FitInputError: rank 1 failed (1 in all): FitInputError: the model fails"
+    )
     assert r1["D_bug"].startswith("RuntimeError: a bug in the model on rank 1")
     assert r0["D_bug"].startswith("RuntimeError: 1 other rank(s) raised an error")
     for name, value in r0["D_diverge"]["params"].items():
@@ -243,6 +280,19 @@ def test_shard_names_what_cannot_be_split(value, message):
     with pytest.raises(ValueError) as info:
         shard(value, name="data", rank=0, world_size=4)
     assert message in str(info.value)
+
+
+def test_only_sharded_observations_are_scaled_on_top_of_subsampling():
+    def model(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        pyro.sample("prior_obs", dist.Normal(mu, 1.0), obs=torch.tensor(0.5))
+        with pyro.plate("data", len(y), subsample_size=4) as idx:
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=y[idx])
+
+    with _ShardScale(frozenset({"data"}), 3.0):
+        trace = poutine.trace(model).get_trace(torch.randn(12))
+    assert trace.nodes["y"]["scale"] == 3.0 * 12 / 4  # world size x Pyro's N_local / B
+    assert trace.nodes["mu"]["scale"] == 1.0 and trace.nodes["prior_obs"]["scale"] == 1.0
 
 
 def test_distributed_fit_without_a_process_group_says_how_to_launch(monkeypatch):
