@@ -1,6 +1,6 @@
 """Throughput of data-parallel fit (observations per second) against the number of processes.
 
-    python benchmarks/distributed_throughput.py [--n 1000000] [--features 10] [--steps 20]
+    python benchmarks/distributed_throughput.py [--rows 1000000] [--features 10] [--steps 20]
                                                 [--warmup 3] [--rounds 5] [--processes 2]
     torchrun --nproc_per_node=2 benchmarks/distributed_throughput.py ...   # the same, launched by torchrun
 
@@ -101,7 +101,7 @@ def worker(args: argparse.Namespace) -> None:
     init_process_group("gloo")
     rank, size = tdist.get_rank(), tdist.get_world_size()
     dp._Group._reduce = _timed_reduce
-    x, y = make_data(args.n, args.features)
+    x, y = make_data(args.rows, args.features)
     xs, ys = shard(x, name="x"), shard(y, name="y")
     solo = tdist.new_group([0])
     configs = ["1 process, plain", "1 process, group", f"{size} processes"]
@@ -123,11 +123,11 @@ def worker(args: argparse.Namespace) -> None:
                 times[c].append(t)
                 cpus[c].append(cpu)
                 syncs[c].append(s)
-                print(f"round {r} {c}: {args.n * args.steps / t:,.0f} obs/s", file=sys.stderr, flush=True)
+                print(f"round {r} {c}: {args.rows * args.steps / t:,.0f} obs/s", file=sys.stderr, flush=True)
     if rank == 0:
         base = times[configs[0]]
         print(
-            f"\nlogistic regression, N = {args.n:,}, {args.features} features, AutoIAF(2 layers, 32x32), "
+            f"\nlogistic regression, N = {args.rows:,}, {args.features} features, AutoIAF(2 layers, 32x32), "
             f"{args.steps} timed steps after {args.warmup}, {args.rounds} rounds, 1 thread per process; "
             f"{os.cpu_count()} CPUs, load average {load0:.1f} at the start, "
             f"{os.getloadavg()[0]:.1f} at the end\n"
@@ -138,7 +138,7 @@ def worker(args: argparse.Namespace) -> None:
         print(header + f"{'efficiency':>10} {'wall ms/step':>12} {'CPU ms/step':>11} {'sync ms/step':>12}")
         for c in configs:
             p = size if c.endswith("processes") else 1
-            obs = statistics.median(args.n * args.steps / t for t in times[c])
+            obs = statistics.median(args.rows * args.steps / t for t in times[c])
             ratios = [b / t for b, t in zip(base, times[c], strict=True)]
             speed = statistics.median(ratios)
             rng = f"{min(ratios):.2f}-{max(ratios):.2f}"
@@ -175,7 +175,7 @@ def launch(args: argparse.Namespace) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--features", type=int, default=10)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)

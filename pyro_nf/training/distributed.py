@@ -31,15 +31,24 @@ naming the site: a latent site inside a sharded plate (its per-observation guide
 differ by rank), latent sites or parameters whose shapes differ between ranks, an observed site
 outside the sharded plates whose value differs between ranks (fit cannot tell how its likelihood
 factorises), and a sharded site with the same value on every rank (data not sharded: the
-likelihood would count it :math:`P` times; ``check_data=False`` allows it). :func:`shard` refuses
-arguments it cannot split, naming them.
+likelihood would count it :math:`P` times; ``check_data=False`` allows it).
+:func:`~pyro_nf.training.sharding.shard` refuses arguments it cannot split, naming them.
 
-Example:
-    >>> import torch
-    >>> shard(torch.arange(10), rank=1, world_size=3)
-    tensor([4, 5, 6])
-    >>> shard({"x": torch.zeros(10, 2), "y": torch.ones(10)}, rank=2, world_size=3)["x"].shape
-    torch.Size([3, 2])
+Example (a one-process group, so that it runs anywhere):
+    >>> import os, tempfile, pyro, pyro.distributions as dist, torch
+    >>> from pyro.infer.autoguide import AutoNormal
+    >>> from pyro_nf import fit
+    >>> path = os.path.join(tempfile.mkdtemp(), "rendezvous")
+    >>> torch.distributed.init_process_group("gloo", init_method=f"file://{path}", rank=0, world_size=1)
+    >>> def model(y):
+    ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    ...     with pyro.plate("data", len(y)):
+    ...         pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+    >>> y = shard(torch.full((20,), 3.0))  # this rank's rows: all 20 here
+    >>> result = fit(model, AutoNormal(model), y, num_steps=20, seed=0, distributed=DataParallel())
+    >>> len(result.losses)
+    20
+    >>> torch.distributed.destroy_process_group()
 """
 
 from __future__ import annotations
@@ -52,7 +61,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pyro
 import torch
 import torch.distributed as dist
@@ -64,8 +72,9 @@ from pyro_nf.training.checkpoint import save_checkpoint
 from pyro_nf.training.errors import CheckpointError, FitInputError
 from pyro_nf.training.guard import is_divergence_error
 from pyro_nf.training.setup import latent_sites
+from pyro_nf.training.sharding import shard
 
-__all__ = ["DataParallel", "init_process_group", "shard", "together"]
+__all__ = ["DataParallel", "any_rank", "init_process_group", "resolve", "restore_rng", "shard", "together"]
 
 _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -94,90 +103,6 @@ def init_process_group(backend: str | None = None) -> None:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend)
-
-
-def _rank_and_size(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    if rank is None and world_size is None:
-        if not (dist.is_available() and dist.is_initialized()):
-            raise ValueError(
-                "shard() needs an initialised process group (see init_process_group) or explicit "
-                "rank= and world_size="
-            )
-        return dist.get_rank(), dist.get_world_size()
-    if rank is None or world_size is None:
-        raise ValueError("give both rank= and world_size=, or neither (then the process group's)")
-    if not (
-        isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int) and 0 <= rank < world_size
-    ):
-        raise ValueError(
-            f"need integers 0 <= rank < world_size; got rank={rank!r}, world_size={world_size!r}"
-        )
-    return rank, world_size
-
-
-def shard(
-    value: Any,
-    dim: int = 0,
-    *,
-    name: str = "value",
-    rank: int | None = None,
-    world_size: int | None = None,
-) -> Any:
-    r"""This rank's contiguous block of ``value`` along dimension ``dim``.
-
-    The :math:`N` entries are cut into ``world_size`` blocks of :math:`\lfloor N/P \rfloor` or
-    :math:`\lceil N/P \rceil` entries (``torch.tensor_split``); rank *r* gets block *r*, copied (the
-    full array can be freed). Dicts, lists and tuples are sharded entry by entry, all along ``dim``.
-
-    Args:
-        value: a tensor, NumPy array, or a dict / list / tuple of them (the per-observation data).
-        dim: the dimension the model's plate runs over (the plate's ``dim`` counted from the left).
-        name: what to call ``value`` in error messages (e.g. the model argument's name).
-        rank, world_size: default: the initialised process group's.
-
-    Raises:
-        ValueError: something that cannot be split, named: a non-array entry, a 0-d tensor, fewer
-            entries than ranks, or container entries of different lengths along ``dim``.
-
-    Example:
-        >>> shard(torch.arange(5), rank=0, world_size=2), shard(torch.arange(5), rank=1, world_size=2)
-        (tensor([0, 1, 2]), tensor([3, 4]))
-    """
-    rank, world_size = _rank_and_size(rank, world_size)
-    lengths: dict[str, int] = {}
-    out = _shard(value, dim, name, rank, world_size, lengths)
-    if len(set(lengths.values())) > 1:
-        sizes = ", ".join(f"{k}: {n}" for k, n in lengths.items())
-        raise ValueError(
-            f"cannot shard {name}: its entries have different lengths along dimension {dim} ({sizes}); "
-            "blocks cut from them would pair observations wrongly. Shard only the per-observation entries"
-        )
-    return out
-
-
-def _shard(value: Any, dim: int, name: str, rank: int, size: int, lengths: dict[str, int]) -> Any:
-    if isinstance(value, dict):
-        return {k: _shard(v, dim, f"{name}[{k!r}]", rank, size, lengths) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        parts = [_shard(v, dim, f"{name}[{i}]", rank, size, lengths) for i, v in enumerate(value)]
-        return type(value)(parts) if type(value) in (list, tuple) else type(value)(*parts)
-    if not isinstance(value, (torch.Tensor, np.ndarray)):
-        raise ValueError(
-            f"cannot shard {name}: a {type(value).__name__} is not a tensor or array. Shard only the "
-            "per-observation data and give every rank the same value of the rest"
-        )
-    if value.ndim == 0 or not -value.ndim <= dim < value.ndim:
-        raise ValueError(f"cannot shard {name} along dimension {dim}: it has shape {tuple(value.shape)}")
-    n = value.shape[dim]
-    if n < size:
-        raise ValueError(
-            f"cannot shard {name} along dimension {dim}: it has {n} entries there, fewer than the "
-            f"{size} ranks (every rank needs at least one observation)"
-        )
-    lengths[name] = n
-    if isinstance(value, np.ndarray):
-        return np.array_split(value, size, axis=dim)[rank].copy()
-    return torch.tensor_split(value, size, dim=dim)[rank].clone()
 
 
 @dataclass(frozen=True)
@@ -243,6 +168,30 @@ def together(group: _Group | None, fn: Callable, *args: Any, error: type[Excepti
     if failed:
         raise error(f"rank {failed[0][0]} failed ({len(failed)} in all): {failed[0][1]}")
     return out
+
+
+def any_rank(group: _Group | None, flag: bool) -> bool:
+    """``flag``, or in a group whether it is true on any rank (e.g. a callback asking to stop)."""
+    if group is None:
+        return flag
+    t = torch.tensor([float(flag)], device=group.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group.group)
+    return bool(t.item() > 0)
+
+
+def restore_rng(group: _Group | None, ckpt: dict[str, Any]) -> None:
+    """Restore the RNG state of a checkpoint: outside a group its ``"rng"``; in a group this rank's
+    own when the world size is unchanged, else rank 0's, then (independent noise) a fresh seed drawn
+    from it plus the rank."""
+    states = ckpt.get("rng_by_rank") or [ckpt["rng"]]
+    if group is None:
+        restore_rng_state(ckpt["rng"])
+    elif group.config.same_noise or len(states) != group.world_size:
+        restore_rng_state(states[0])
+        if not group.config.same_noise:
+            pyro.set_rng_seed(int(torch.randint(0, 2**31 - group.world_size, ())) + group.rank)
+    else:
+        restore_rng_state(states[group.rank])
 
 
 def resolve(distributed: bool | DataParallel | None) -> _Group | None:
@@ -350,6 +299,13 @@ class _Group:
 
         return scaled_model
 
+    def attach(self, svi: Any, params: dict[str, torch.Tensor], guide: Any) -> Callable[..., float]:
+        """Broadcast rank 0's parameters; make ``svi`` average losses and gradients over the ranks;
+        return its ``evaluate_loss``, averaged the same way."""
+        self.broadcast(params, guide)
+        svi.loss_and_grads = self.synced(svi.loss_and_grads, params)
+        return self.synced(svi.evaluate_loss)
+
     def broadcast(self, params: dict[str, torch.Tensor], guide: Any) -> None:
         """Copy rank 0's parameters (and the guide's buffers) to every rank, after checking shapes."""
         tensors = dict(params)
@@ -435,12 +391,6 @@ class _Group:
                 p.grad = chunk.view_as(p) if has_grad[index[id(p)]] > 0 else None
         return loss / self.world_size
 
-    def any(self, flag: bool) -> bool:
-        """Whether ``flag`` is true on any rank (e.g. a callback asking to stop)."""
-        t = torch.tensor([float(flag)], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
-        return bool(t.item() > 0)
-
     def save_checkpoint(self, path: Any, payload: dict[str, Any]) -> None:
         """Rank 0 writes ``payload`` plus every rank's RNG state; an error there is raised on all."""
         states = self.gather(capture_rng_state())
@@ -457,14 +407,3 @@ class _Group:
             if failure is not None:
                 raise failure
             raise CheckpointError(f"rank 0 failed to write checkpoint {str(path)!r}: {message[0]}")
-
-    def restore_rng(self, ckpt: dict[str, Any]) -> None:
-        """This rank's RNG state from a checkpoint: its own when the world size is unchanged; else
-        rank 0's, then (independent noise) a fresh seed drawn from it plus the rank."""
-        states = ckpt.get("rng_by_rank") or [ckpt["rng"]]
-        if self.config.same_noise or len(states) != self.world_size:
-            restore_rng_state(states[0])
-            if not self.config.same_noise:
-                pyro.set_rng_seed(int(torch.randint(0, 2**31 - self.world_size, ())) + self.rank)
-        else:
-            restore_rng_state(states[self.rank])

@@ -32,14 +32,14 @@ from pyro.optim import PyroOptim
 from pyro.optim.lr_scheduler import PyroLRScheduler
 from tqdm.auto import tqdm
 
-from pyro_nf._util import capture_rng_state, isolated_rng, restore_rng_state
+from pyro_nf._util import capture_rng_state, isolated_rng
 from pyro_nf.training import setup
 from pyro_nf.training.checkpoint import (
     CHECKPOINT_FORMAT,
     load_checkpoint,
     save_checkpoint,
 )
-from pyro_nf.training.distributed import DataParallel, resolve, together
+from pyro_nf.training.distributed import DataParallel, any_rank, resolve, restore_rng, together
 from pyro_nf.training.errors import CheckpointError
 from pyro_nf.training.guard import (
     DivergenceGuard,
@@ -257,14 +257,10 @@ def fit(
         callback: called as ``callback(step, loss)`` after every completed step (after that
             step's checkpoint, if any, is written); returning ``True`` stops the fit with
             ``stop_reason == "callback"``. Use it for custom stopping rules, logging or tests.
-            In a distributed fit it runs on every rank; one rank's ``True`` stops them all.
-        distributed: data-parallel SVI on ``torch.distributed`` (:mod:`pyro_nf.training.distributed`):
-            ``None`` (default) turns it on inside an initialised process group of more than one
-            process, ``True`` or a :class:`~pyro_nf.training.distributed.DataParallel` asks for it
-            (joining the group ``torchrun`` describes if needed), ``False`` turns it off. Each rank
-            passes its shard of the data (``pyro_nf.shard``); the replicas start from rank 0's
-            parameters, average loss and gradients every step and so stay identical; losses are
-            full-data estimates; rank 0 alone shows progress and writes checkpoints.
+        distributed: data-parallel SVI (:mod:`pyro_nf.training.distributed`; each rank passes its
+            shard of the data): ``None`` turns it on in a process group of several processes, ``True``
+            or a :class:`~pyro_nf.training.distributed.DataParallel` asks for it (any rank's callback
+            ``True`` stops all).
         **model_kwargs: keyword arguments for model and guide.
 
     Returns:
@@ -300,8 +296,7 @@ def fit(
 
     # --- set-up, all off the random stream ---------------------------------------------------
     model_trace = together(group, setup.trace_model, model, args, kwargs)
-    if group is not None:  # checks the model can be split; scales the sharded likelihood
-        model = group.prepare(model, model_trace)
+    model = model if group is None else group.prepare(model, model_trace)  # checks; scales the likelihood
     together(group, setup.setup_guide, guide, model_trace, args, kwargs)
     elbo = setup.make_loss(loss, setup.uses_enumeration(model_trace), num_particles, vectorize_particles)
     setup.guess_plate_nesting(elbo, model, guide, args, kwargs)
@@ -310,11 +305,7 @@ def fit(
     store = pyro.get_param_store()
     named = dict(store.named_parameters())
     params = {n: named[n] for n in setup.param_names(model, guide, args, kwargs)}
-    evaluate_loss = svi.evaluate_loss
-    if group is not None:  # identical replicas; mean loss and gradients before every optimiser step
-        group.broadcast(params, guide)
-        svi.loss_and_grads = group.synced(svi.loss_and_grads, params)
-        evaluate_loss = group.synced(svi.evaluate_loss)
+    evaluate_loss = svi.evaluate_loss if group is None else group.attach(svi, params, guide)  # syncs grads
     opt_name = (
         optimizer
         if isinstance(optimizer, str)
@@ -335,10 +326,7 @@ def fit(
         losses = [float(v) for v in ckpt["losses"]]
         # a completed fit continues when asked for more steps; an early-stopped one stays stopped
         stop_reason = "early_stop" if ckpt.get("stop_reason") == "early_stop" else None
-        if group is None:
-            restore_rng_state(ckpt["rng"])
-        else:
-            group.restore_rng(ckpt)
+        restore_rng(group, ckpt)
     start_step = step = len(losses)
 
     def write_checkpoint() -> None:
@@ -389,10 +377,8 @@ def fit(
                             stop_reason = "early_stop"
                         if checkpoint is not None and step % checkpoint_every == 0:
                             write_checkpoint()
-                        if callback is not None:
-                            stop = callback(step, value) is True
-                            if stop if group is None else group.any(stop):
-                                stop_reason = "callback"
+                        if callback is not None and any_rank(group, callback(step, value) is True):
+                            stop_reason = "callback"
                         continue
                 guard.recover(step, optim, lr, model, guide, args, kwargs)
             if stop_reason != "interrupted" and step > start_step:
