@@ -68,6 +68,13 @@ class MADE(nn.Module):
         skip_connections: add direct (masked) input-to-output connections, fused into the output
             layer (one extra ``D`` columns in its matrix): outputs can depend linearly on their
             predecessors, which e.g. a funnel's log-scale needs.
+        output_gain: constant multiplier of the output layer (weights and bias). Default:
+            ``1 / fan_in`` of the output layer (a maximal-update parametrisation): with Adam every
+            weight moves by about the learning rate per step, so an unscaled output layer of
+            ``fan_in`` weights moves the outputs by ``fan_in`` times that, and a few steps at
+            ``lr = 0.1`` multiply the flow's scales by ``e^{10}``; with the gain each output moves
+            by about one learning rate per step, whatever the width. (A flow guide's learnable base
+            ``loc`` and ``scale`` carry the coarse location and scale at the full learning rate.)
 
     Example:
         >>> made = MADE(3, hidden_dims=(8,), num_outputs=2, order="reversed")
@@ -84,6 +91,7 @@ class MADE(nn.Module):
         activation: type[nn.Module] = nn.ReLU,
         zero_output: bool = True,
         skip_connections: bool = True,
+        output_gain: float | None = None,
     ) -> None:
         super().__init__()
         hidden_dims = tuple(hidden_dims)
@@ -120,6 +128,8 @@ class MADE(nn.Module):
             mask_out = torch.cat([mask_out, out_deg[:, None] > degrees_in[None, :]], dim=1)
         self.register_buffer("mask_out", mask_out.to(torch.get_default_dtype()))
         self.activation = activation()
+        fan_in = hidden_dims[-1] + extra
+        self.output_gain = 1.0 / fan_in if output_gain is None else float(output_gain)
         if zero_output:
             nn.init.zeros_(self.output.weight)
             nn.init.zeros_(self.output.bias)
@@ -132,8 +142,10 @@ class MADE(nn.Module):
     def masked_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``(weight * mask, bias)`` for every layer. Form these once and reuse them across the
         sequential passes of an autoregressive inverse (see :meth:`apply_weights`)."""
-        mods = [*self.layers, self.output]
-        return [(m.weight * mask, m.bias) for m, mask in zip(mods, self.masks(), strict=True)]
+        masks = self.masks()
+        hidden = [(m.weight * mask, m.bias) for m, mask in zip(self.layers, masks[:-1], strict=True)]
+        g = self.output_gain
+        return [*hidden, (self.output.weight * (masks[-1] * g), self.output.bias * g)]
 
     def apply_weights(
         self, weights: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor
