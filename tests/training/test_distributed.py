@@ -21,10 +21,12 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
+from pyro.infer import Trace_ELBO
 
+from pyro_nf._util import isolated_rng
 from pyro_nf.guides import AutoIAF, available_guides, make_guide
-from pyro_nf.training import fit
-from pyro_nf.training.distributed import DataParallel, _ShardScale, init_process_group, shard
+from pyro_nf.training import DataParallel, fit, shard
+from pyro_nf.training.distributed import _ShardScale, init_process_group, resolve
 
 N, D = 60, 3
 STEPS = 30
@@ -69,6 +71,35 @@ def run_fit(model, x, y, guide: str = "small iaf", **options) -> dict:
     result = fit(model, guide, x, y, num_steps=options.pop("num_steps", STEPS), lr=0.05, **options)
     params = {n: p.detach().clone() for n, p in pyro.get_param_store().named_parameters()}
     return {"losses": result.losses, "params": params, "recoveries": result.num_recoveries}
+
+
+def manual_loop(model, x, y, group=None, steps: int = 10) -> dict:
+    """The fast path's shape of step (a loss of the parameters, ``.backward()``, the optimiser),
+    with the gradient hook of :mod:`pyro_nf.training.distributed` in a group."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(5)
+    guide = AutoIAF(model, num_flows=2, hidden_dims=(8,))
+    with isolated_rng():
+        guide(x, y)
+        trace = poutine.trace(model).get_trace(x, y)
+    model = model if group is None else group.prepare(model, trace)
+    params = dict(pyro.get_param_store().named_parameters())
+    if group is not None:
+        group.broadcast(params, guide)
+    optim, elbo = torch.optim.Adam(params.values(), lr=0.05), Trace_ELBO()
+
+    def loss_and_grads() -> torch.Tensor:
+        loss = elbo.differentiable_loss(model, guide, x, y)
+        loss.backward()
+        return loss
+
+    step = loss_and_grads if group is None else group.synced(loss_and_grads, params)
+    losses = []
+    for _ in range(steps):
+        losses.append(float(step()))
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+    return {"losses": losses, "params": {n: p.detach().clone() for n, p in params.items()}}
 
 
 def _error(fn) -> str:
@@ -119,6 +150,9 @@ def worker(out: Path) -> None:
     module.save_checkpoint = real_save
     res["C"] = {"first": first["losses"], **rest, "writes": len(writes)}
     lap("C")
+    # F: the hook in a hand-written "loss, backward, optimiser" loop (the fast path's step)
+    res["F"] = manual_loop(logistic, xs, ys, resolve(DataParallel(same_noise=True)))
+    lap("F")
     # D: what cannot be distributed, and errors on one rank only
     res["D_local"] = _error(lambda: run_fit(local_latent, xs, ys, num_steps=2, progress=False))
     res["D_unsharded"] = _error(lambda: run_fit(logistic, x, y, num_steps=2, progress=False))
@@ -167,7 +201,9 @@ def test_two_gloo_processes_match_one_process_on_the_full_data(tmp_path):
     losses and parameters agree to float64 round-off over 30 Adam steps. Scenario B (independent
     draws per rank, the default) checks the replicas stay bit-identical though their random streams
     differ; C that a resume by the group continues B exactly and only rank 0 writes; D the errors,
-    raised on every rank (no hang); E repeats A for 8 steps with every other registered guide.
+    raised on every rank (no hang); E repeats A for 8 steps with every other registered guide; F
+    checks the gradient hook in a hand-written loss / ``backward()`` / optimiser loop (the shape of
+    the fast path's step) against the same loop on the full data.
     """
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # this checkout's pyro_nf
@@ -189,6 +225,7 @@ def test_two_gloo_processes_match_one_process_on_the_full_data(tmp_path):
         torch.set_default_dtype(torch.float64)
         x, y = data()
         ref = run_fit(logistic, x, y, seed=1, progress=False, distributed=False)
+        ref_f = manual_loop(logistic, x, y)
         ref_e = {g: run_fit(logistic, x, y, g, num_steps=8, seed=4, progress=False) for g in GUIDES}
     finally:
         torch.set_default_dtype(torch.float32)
@@ -220,6 +257,11 @@ def test_two_gloo_processes_match_one_process_on_the_full_data(tmp_path):
         np.testing.assert_allclose(r0["E"][g]["losses"], ref_e[g]["losses"], rtol=1e-9, err_msg=g)
         for name, value in ref_e[g]["params"].items():
             torch.testing.assert_close(r1["E"][g]["params"][name], value, rtol=1e-9, atol=1e-10)
+
+    # F: the gradient hook outside fit(), in a loss-backward-step loop
+    np.testing.assert_allclose(r1["F"]["losses"], ref_f["losses"], rtol=1e-9)
+    for name, value in ref_f["params"].items():
+        torch.testing.assert_close(r0["F"]["params"][name], value, rtol=1e-9, atol=1e-10)
 
     # B: independent draws; replicas identical, losses the group's
     assert r0["B_next_draw"] != r1["B_next_draw"]
