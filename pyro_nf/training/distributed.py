@@ -333,13 +333,14 @@ class _Group:
         exception on one rank is raised on every rank (a divergence as a divergence, so all ranks
         recover together; anything else as a ``RuntimeError`` on the others), never a hang.
         """
-        plist = [] if params is None else list(params.values())
+        plist = [] if params is None else list({id(p): p for p in params.values()}.values())  # no repeats
 
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> float:
             caught: Exception | None = None
             try:
-                value = float(fn(*args, **kwargs))
+                out = fn(*args, **kwargs)
+                value = float(out.detach() if isinstance(out, torch.Tensor) else out)
             except Exception as err:  # re-raised below, after the other ranks learn of it
                 caught, value = err, math.nan
             return self._reduce(plist, value, caught)

@@ -96,7 +96,8 @@ def manual_loop(model, x, y, group=None, steps: int = 10) -> dict:
     step = loss_and_grads if group is None else group.synced(loss_and_grads, params)
     losses = []
     for _ in range(steps):
-        losses.append(float(step()))
+        value = step()
+        losses.append(float(value.detach()) if isinstance(value, torch.Tensor) else value)
         optim.step()
         optim.zero_grad(set_to_none=True)
     return {"losses": losses, "params": {n: p.detach().clone() for n, p in params.items()}}
