@@ -124,6 +124,13 @@ class DataParallel:
     check_data: bool = True
     group: Any = None
 
+    def __post_init__(self) -> None:
+        if self.plates is not None:  # one name or several
+            plates = (self.plates,) if isinstance(self.plates, str) else tuple(self.plates)
+            if not all(isinstance(p, str) for p in plates):
+                raise ValueError(f"DataParallel(plates=...) takes plate names; got {self.plates!r}")
+            object.__setattr__(self, "plates", plates)
+
 
 class _ShardScale(Messenger):
     """Multiply the scale of observed sites inside the sharded plates by the world size."""

@@ -127,6 +127,8 @@ def worker(out: Path) -> None:
 
     # A: shared noise, to compare with one process on the full data
     res["A"] = run_fit(logistic, xs, ys, seed=1, progress=False, distributed=DataParallel(same_noise=True))
+    named = DataParallel(plates="data", same_noise=True)
+    res["A_named"] = run_fit(logistic, xs, ys, seed=1, num_steps=5, progress=False, distributed=named)
     lap("A")
     # E: every registered guide, shared noise, a few steps
     same = DataParallel(same_noise=True)
@@ -157,6 +159,10 @@ def worker(out: Path) -> None:
     # D: what cannot be distributed, and errors on one rank only
     res["D_local"] = _error(lambda: run_fit(local_latent, xs, ys, num_steps=2, progress=False))
     res["D_unsharded"] = _error(lambda: run_fit(logistic, x, y, num_steps=2, progress=False))
+    unknown = DataParallel(plates="rows")
+    res["D_unknown_plate"] = _error(
+        lambda: run_fit(logistic, xs, ys, num_steps=2, progress=False, distributed=unknown)
+    )
     res["D_unplated"] = _error(lambda: run_fit(unplated, xs, ys, num_steps=2, progress=False))
     armed = {"fail": False, "exc": None}
 
@@ -252,6 +258,7 @@ def test_two_gloo_processes_match_one_process_on_the_full_data(tmp_path):
         torch.testing.assert_close(r0["A"]["params"][name], value, rtol=1e-9, atol=1e-10)
         assert torch.equal(r0["A"]["params"][name], r1["A"]["params"][name]), name
     assert ref["losses"][0] - ref["losses"][-1] > 5.0  # it did learn something
+    assert r0["A_named"]["losses"] == r0["A"]["losses"][:5]  # plates named: the same split
 
     # E: the same for every registered guide (the small AutoIAF is A)
     for g in GUIDES:
@@ -284,6 +291,7 @@ def test_two_gloo_processes_match_one_process_on_the_full_data(tmp_path):
     for r in (r0, r1):
         assert r["D_local"].startswith("FitInputError") and "'z'" in r["D_local"] and "'data'" in r["D_local"]
         assert "'y'" in r["D_unsharded"] and "same values on every rank" in r["D_unsharded"]
+        assert "names plates ['rows'] the model does not have (its plates: ['data'])" in r["D_unknown_plate"]
         assert "'y'" in r["D_unplated"] and "no sharded plate" in r["D_unplated"]
         assert r["D_diverge"]["recoveries"] == 1 and len(r["D_diverge"]["losses"]) == 6
     assert (
