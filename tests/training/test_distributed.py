@@ -197,6 +197,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # ~14 s of work per rank; the rest: two fresh interpreters importing torch, pyro_nf
 def test_two_gloo_processes_match_one_process_on_the_full_data(tmp_path):
     """Two ranks, each with half of the data, against one process with all of it.
 
