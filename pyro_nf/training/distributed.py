@@ -7,7 +7,8 @@ detects it; ``True`` or a :class:`DataParallel` asks for it)
 
 1. checks the model can be split this way (below) and broadcasts the guide's parameters and buffers
    from rank 0, so the replicas start identical;
-2. scales every observed site inside a *sharded plate* by the world size :math:`P`, so that rank
+2. scales every observed site inside a *sharded plate* by the world size :math:`P` (and every
+   enumerated discrete site there, which ``TraceEnum_ELBO`` sums out per observation), so that rank
    *r*'s loss for a draw :math:`z` of the guide is
 
    .. math:: L_r(\phi; z) = -\Big[\log p(z) + P \sum_{i \in D_r} \log p(x_i \mid z)
@@ -28,10 +29,10 @@ detects it; ``True`` or a :class:`DataParallel` asks for it)
 The *sharded plates* are, unless named with ``DataParallel(plates=...)``, every plate that holds
 an observed site. What cannot be split raises :class:`~pyro_nf.training.errors.FitInputError`
 naming the site: a latent site inside a sharded plate (its per-observation guide parameters would
-differ by rank), latent sites or parameters whose shapes differ between ranks, an observed site
-outside the sharded plates whose value differs between ranks (fit cannot tell how its likelihood
-factorises), and a sharded site with the same value on every rank (data not sharded: the
-likelihood would count it :math:`P` times; ``check_data=False`` allows it).
+differ by rank; enumerated discrete sites are fine), latent sites or parameters whose shapes differ
+between ranks, an observed site outside the sharded plates whose value differs between ranks (fit
+cannot tell how its likelihood factorises), and a sharded site with the same value on every rank
+(data not sharded: the likelihood would count it :math:`P` times; ``check_data=False`` allows it).
 :func:`~pyro_nf.training.sharding.shard` refuses arguments it cannot split, naming them.
 
 Example (a one-process group, so that it runs anywhere):
@@ -133,7 +134,8 @@ class DataParallel:
 
 
 class _ShardScale(Messenger):
-    """Multiply the scale of observed sites inside the sharded plates by the world size."""
+    """Multiply the scale of observed and enumerated sites inside the sharded plates by the world size
+    (``TraceEnum_ELBO`` needs one scale for the sites an enumerated site's factor joins)."""
 
     def __init__(self, plates: frozenset[str], factor: float) -> None:
         super().__init__()
@@ -142,7 +144,7 @@ class _ShardScale(Messenger):
     def _process_message(self, msg: dict) -> None:
         if (
             msg["type"] == "sample"
-            and msg["is_observed"]
+            and (msg["is_observed"] or msg["infer"].get("enumerate") == "parallel")
             and not site_is_subsample(msg)
             and any(f.name in self.plates for f in msg["cond_indep_stack"])
         ):
@@ -256,6 +258,8 @@ class _Group:
                 )
         latents = latent_sites(trace)
         for name in latents:
+            if sites[name]["infer"].get("enumerate") == "parallel":
+                continue  # summed out by TraceEnum_ELBO per observation: no guide parameters
             inside = [f.name for f in sites[name]["cond_indep_stack"] if f.name in plates]
             if inside:
                 raise FitInputError(

@@ -21,7 +21,8 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
-from pyro.infer import Trace_ELBO
+from pyro.infer import Trace_ELBO, config_enumerate
+from pyro.ops.indexing import Vindex
 
 from pyro_nf._util import isolated_rng
 from pyro_nf.guides import AutoIAF, available_guides, make_guide
@@ -56,6 +57,14 @@ def local_latent(x: torch.Tensor, y: torch.Tensor) -> None:
         pyro.sample("y", dist.Bernoulli(logits=x @ w + z), obs=y)
 
 
+@config_enumerate
+def mixture(x: torch.Tensor, y: torch.Tensor) -> None:
+    locs = pyro.sample("locs", dist.Normal(0.0, 5.0).expand([2]).to_event(1))
+    with pyro.plate("data", len(y)):
+        assign = pyro.sample("assign", dist.Categorical(torch.tensor([0.3, 0.7])))
+        pyro.sample("x0", dist.Normal(Vindex(locs)[..., assign], 1.0), obs=x[:, 0])
+
+
 def unplated(x: torch.Tensor, y: torch.Tensor) -> None:
     w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([D]).to_event(1))
     pyro.sample("y", dist.Bernoulli(logits=x @ w).to_event(1), obs=y)
@@ -65,12 +74,20 @@ def run_fit(model, x, y, guide: str = "small iaf", **options) -> dict:
     """Fit a fresh guide (a registered name, or a small AutoIAF); return losses and parameters."""
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
-    guide = (
-        AutoIAF(model, num_flows=2, hidden_dims=(8,)) if guide == "small iaf" else make_guide(guide, model)
-    )
+    if guide == "mixture":  # the discrete site is summed out, not guided
+        guide = AutoIAF(poutine.block(model, hide=["assign"]), num_flows=2, hidden_dims=(8,))
+    elif guide == "small iaf":
+        guide = AutoIAF(model, num_flows=2, hidden_dims=(8,))
+    else:
+        guide = make_guide(guide, model)
     result = fit(model, guide, x, y, num_steps=options.pop("num_steps", STEPS), lr=0.05, **options)
     params = {n: p.detach().clone() for n, p in pyro.get_param_store().named_parameters()}
-    return {"losses": result.losses, "params": params, "recoveries": result.num_recoveries}
+    return {
+        "losses": result.losses,
+        "params": params,
+        "recoveries": result.num_recoveries,
+        "loss": result.loss,
+    }
 
 
 def manual_loop(model, x, y, group=None, steps: int = 10) -> dict:
@@ -156,6 +173,9 @@ def worker(out: Path) -> None:
     # F: the hook in a hand-written "loss, backward, optimiser" loop (the fast path's step)
     res["F"] = manual_loop(logistic, xs, ys, resolve(DataParallel(same_noise=True)))
     lap("F")
+    # G: a model with an enumerated discrete site local to the sharded plate (TraceEnum_ELBO)
+    res["G"] = run_fit(mixture, xs, ys, "mixture", seed=6, num_steps=10, progress=False, distributed=same)
+    lap("G")
     # D: what cannot be distributed, and errors on one rank only
     res["D_local"] = _error(lambda: run_fit(local_latent, xs, ys, num_steps=2, progress=False))
     res["D_unsharded"] = _error(lambda: run_fit(logistic, x, y, num_steps=2, progress=False))
@@ -211,7 +231,8 @@ def test_two_gloo_processes_match_one_process_on_the_full_data(tmp_path):
     differ; C that a resume by the group continues B exactly and only rank 0 writes; D the errors,
     raised on every rank (no hang); E repeats A for 8 steps with every other registered guide; F
     checks the gradient hook in a hand-written loss / ``backward()`` / optimiser loop (the shape of
-    the fast path's step) against the same loop on the full data.
+    the fast path's step) against the same loop on the full data; G repeats A on a mixture whose
+    discrete assignment, local to the sharded plate, is enumerated (``TraceEnum_ELBO``).
     """
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])  # this checkout's pyro_nf
@@ -234,6 +255,7 @@ def test_two_gloo_processes_match_one_process_on_the_full_data(tmp_path):
         x, y = data()
         ref = run_fit(logistic, x, y, seed=1, progress=False, distributed=False)
         ref_f = manual_loop(logistic, x, y)
+        ref_g = run_fit(mixture, x, y, "mixture", seed=6, num_steps=10, progress=False)
         ref_e = {g: run_fit(logistic, x, y, g, num_steps=8, seed=4, progress=False) for g in GUIDES}
     finally:
         torch.set_default_dtype(torch.float32)
@@ -271,6 +293,12 @@ def test_two_gloo_processes_match_one_process_on_the_full_data(tmp_path):
     np.testing.assert_allclose(r1["F"]["losses"], ref_f["losses"], rtol=1e-9)
     for name, value in ref_f["params"].items():
         torch.testing.assert_close(r0["F"]["params"][name], value, rtol=1e-9, atol=1e-10)
+
+    # G: enumerated local discrete site (its factor scaled with the observations)
+    np.testing.assert_allclose(r0["G"]["losses"], ref_g["losses"], rtol=1e-9)
+    assert r0["G"]["loss"] == "TraceEnum_ELBO"
+    for name, value in ref_g["params"].items():
+        torch.testing.assert_close(r1["G"]["params"][name], value, rtol=1e-9, atol=1e-10)
 
     # B: independent draws; replicas identical, losses the group's
     assert r0["B_next_draw"] != r1["B_next_draw"]
