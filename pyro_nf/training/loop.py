@@ -36,6 +36,7 @@ from pyro_nf._util import capture_rng_state, isolated_rng
 from pyro_nf.training import setup
 from pyro_nf.training.checkpoint import (
     CHECKPOINT_FORMAT,
+    apply_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
@@ -46,7 +47,6 @@ from pyro_nf.training.guard import (
     all_finite,
     current_lr,
     is_divergence_error,
-    restore,
 )
 
 __all__ = ["STOP_REASONS", "EarlyStop", "FitResult", "fit"]
@@ -322,7 +322,7 @@ def fit(
     guard = DivergenceGuard(params, max_recoveries)
     if resume is not None:
         ckpt = together(group, load_checkpoint, resume, error=CheckpointError)
-        _load_state(ckpt, guide, params, config, optim, guard, resume)
+        apply_checkpoint(ckpt, guide, params, config, optim, guard, resume)
         losses = [float(v) for v in ckpt["losses"]]
         # a completed fit continues when asked for more steps; an early-stopped one stays stopped
         stop_reason = "early_stop" if ckpt.get("stop_reason") == "early_stop" else None
@@ -409,41 +409,3 @@ def fit(
         loss=type(elbo).__name__,
         start_step=start_step,
     )
-
-
-def _load_state(
-    ckpt: dict,
-    guide: Callable,
-    params: dict[str, torch.Tensor],
-    config: dict,
-    optim: PyroOptim,
-    guard: DivergenceGuard,
-    path: str | os.PathLike,
-) -> None:
-    """Copy a checkpoint's parameters and optimizer state into this fit, after checking they fit."""
-    for key, value in config.items():
-        if ckpt["config"].get(key) != value:
-            raise CheckpointError(
-                f"checkpoint {str(path)!r} was written with {key}="
-                f"{ckpt['config'].get(key)!r}; this fit uses {key}={value!r}"
-            )
-    saved = ckpt["params"]
-    if set(saved) != set(params):
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is for other parameters: only in the checkpoint "
-            f"{sorted(set(saved) - set(params))}, only in this fit {sorted(set(params) - set(saved))}"
-        )
-    for name, p in params.items():
-        if saved[name].shape != p.shape:
-            raise CheckpointError(
-                f"parameter {name!r} has shape {tuple(saved[name].shape)} in the "
-                f"checkpoint but {tuple(p.shape)} here"
-            )
-    if isinstance(guide, torch.nn.Module) and ckpt["guide_state"]:
-        guide.load_state_dict(ckpt["guide_state"])
-    restore(params, saved)
-    try:
-        guard.load_state_dict(ckpt["guard"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {str(path)!r} has an invalid guard state: {err}") from err
-    optim.set_state(ckpt["optim_state"])
