@@ -30,14 +30,16 @@ from pyro.infer import ELBO, SVI
 from pyro.optim import PyroOptim
 from pyro.optim.lr_scheduler import PyroLRScheduler
 
-from pyro_nf._util import capture_rng_state, isolated_rng, restore_rng_state
+from pyro_nf._util import capture_rng_state, isolated_rng
 from pyro_nf.training import setup
 from pyro_nf.training._fused_optim import fused_step
 from pyro_nf.training.checkpoint import (
     CHECKPOINT_FORMAT,
+    apply_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
+from pyro_nf.training.distributed import DataParallel, any_rank, resolve, restore_rng, together
 from pyro_nf.training.errors import CheckpointError
 from pyro_nf.training.fast_elbo import plan as plan_fast_path
 from pyro_nf.training.guard import (
@@ -45,7 +47,6 @@ from pyro_nf.training.guard import (
     all_finite,
     current_lr,
     is_divergence_error,
-    restore,
 )
 from pyro_nf.training.progress import Progress
 
@@ -163,6 +164,7 @@ def fit(
     max_recoveries: int = 5,
     callback: Callable[[int, float], Any] | None = None,
     fast: bool | None = None,
+    distributed: bool | DataParallel | None = None,
     **model_kwargs: Any,
 ) -> FitResult:
     r"""Fit ``guide`` to ``model`` by stochastic variational inference (Pyro's ``SVI``).
@@ -225,6 +227,10 @@ def fit(
             ``loss`` given, an unsupported guide, ``vectorize_particles=False``); ``True`` requires
             it (``ValueError`` naming why not); ``False`` always uses ``SVI``. ``FitResult.path`` /
             ``path_reason`` and the progress output say which ran and why.
+        distributed: data-parallel SVI (:mod:`pyro_nf.training.distributed`; each rank passes its
+            shard of the data): ``None`` turns it on in a process group of several processes, ``True``
+            or a :class:`~pyro_nf.training.distributed.DataParallel` asks for it (any rank's callback
+            ``True`` stops all).
         **model_kwargs: keyword arguments for model and guide.
 
     Returns:
@@ -253,12 +259,15 @@ def fit(
     elif early_stop is not None and not isinstance(early_stop, EarlyStop):
         raise ValueError(f"early_stop must be None, a bool or an EarlyStop; got {early_stop!r}")
     kwargs = model_kwargs
+    group = resolve(distributed)  # None unless data-parallel
+    progress = progress and (group is None or group.is_main)
     if seed is not None and resume is None:
-        pyro.set_rng_seed(seed)
+        pyro.set_rng_seed(seed if group is None else group.rank_seed(seed))
 
     # --- set-up, all off the random stream ---------------------------------------------------
-    model_trace = setup.trace_model(model, args, kwargs)
-    setup.setup_guide(guide, model_trace, args, kwargs)
+    model_trace = together(group, setup.trace_model, model, args, kwargs)
+    model = model if group is None else group.prepare(model, model_trace)  # checks; scales the likelihood
+    together(group, setup.setup_guide, guide, model_trace, args, kwargs)
     elbo = setup.make_loss(loss, setup.uses_enumeration(model_trace), num_particles, vectorize_particles)
     setup.guess_plate_nesting(elbo, model, guide, args, kwargs)
     optim = setup.make_optimizer(optimizer, lr, lr_decay, num_steps)
@@ -281,23 +290,31 @@ def fit(
     store = pyro.get_param_store()
     named = dict(store.named_parameters())
     params = {n: named[n] for n in setup.param_names(model, guide, args, kwargs)}
+    evaluate_loss = svi.evaluate_loss if group is None else group.attach(svi, params, guide)  # syncs grads
     param_list = list({id(p): p for p in params.values()}.values())  # a tensor may have two names
+
+    def fast_loss_and_grads(*_args: Any, **_kwargs: Any) -> float:
+        value = fast_elbo.differentiable_loss()
+        value.backward()
+        return float(value.detach())
+
+    def fast_evaluate_loss(*_args: Any, **_kwargs: Any) -> float:
+        return fast_elbo.evaluate_loss()
+
+    loss_and_grads = fast_loss_and_grads
+    if fast_elbo is not None:  # the same loss and gradient averaging over ranks as SVI gets
+        loss_and_grads = fast_loss_and_grads if group is None else group.synced(fast_loss_and_grads, params)
+        evaluate_loss = fast_evaluate_loss if group is None else group.synced(fast_evaluate_loss)
 
     def step_fn() -> float:
         """One SVI step; on the fast path ``SVI.step`` without the traces, one fused Adam update."""
         if fast_elbo is None:
             return float(svi.step(*args, **kwargs))
-        value = fast_elbo.differentiable_loss()
-        value.backward()
+        value = loss_and_grads()
         fused_step(optim, param_list)
         for p in param_list:
             p.grad = None
-        return float(value.detach())
-
-    def eval_fn() -> float:
-        if fast_elbo is None:
-            return float(svi.evaluate_loss(*args, **kwargs))
-        return fast_elbo.evaluate_loss()
+        return value
 
     opt_name = (
         optimizer
@@ -314,12 +331,12 @@ def fit(
     stop_reason: str | None = None
     guard = DivergenceGuard(params, max_recoveries)
     if resume is not None:
-        ckpt = load_checkpoint(resume)
-        _load_state(ckpt, guide, params, config, optim, guard, resume)
+        ckpt = together(group, load_checkpoint, resume, error=CheckpointError)
+        apply_checkpoint(ckpt, guide, params, config, optim, guard, resume)
         losses = [float(v) for v in ckpt["losses"]]
         # a completed fit continues when asked for more steps; an early-stopped one stays stopped
         stop_reason = "early_stop" if ckpt.get("stop_reason") == "early_stop" else None
-        restore_rng_state(ckpt["rng"])
+        restore_rng(group, ckpt)
     start_step = step = len(losses)
 
     def write_checkpoint() -> None:
@@ -337,7 +354,7 @@ def fit(
             "config": config,
             "seed": seed,
         }
-        save_checkpoint(checkpoint, payload)
+        (save_checkpoint if group is None else group.save_checkpoint)(checkpoint, payload)
 
     # --- the loop ------------------------------------------------------------------------------
     bar = Progress(progress and stop_reason is None and step < num_steps, num_steps, step, path, path_reason)
@@ -370,14 +387,14 @@ def fit(
                             stop_reason = "early_stop"
                         if checkpoint is not None and step % checkpoint_every == 0:
                             write_checkpoint()
-                        if callback is not None and callback(step, value) is True:
+                        if callback is not None and any_rank(group, callback(step, value) is True):
                             stop_reason = "callback"
                         continue
                 guard.recover(step, optim, lr, model, guide, args, kwargs)
             if stop_reason != "interrupted" and step > start_step:
                 with isolated_rng():  # the last update is not yet verified by a loss: check it
                     try:
-                        final = eval_fn()
+                        final = evaluate_loss(*args, **kwargs)
                     except (ValueError, RuntimeError) as err:
                         if not is_divergence_error(err):
                             raise
@@ -404,41 +421,3 @@ def fit(
         path=path,
         path_reason=path_reason,
     )
-
-
-def _load_state(
-    ckpt: dict,
-    guide: Callable,
-    params: dict[str, torch.Tensor],
-    config: dict,
-    optim: PyroOptim,
-    guard: DivergenceGuard,
-    path: str | os.PathLike,
-) -> None:
-    """Copy a checkpoint's parameters and optimizer state into this fit, after checking they fit."""
-    for key, value in config.items():
-        if ckpt["config"].get(key) != value:
-            raise CheckpointError(
-                f"checkpoint {str(path)!r} was written with {key}="
-                f"{ckpt['config'].get(key)!r}; this fit uses {key}={value!r}"
-            )
-    saved = ckpt["params"]
-    if set(saved) != set(params):
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is for other parameters: only in the checkpoint "
-            f"{sorted(set(saved) - set(params))}, only in this fit {sorted(set(params) - set(saved))}"
-        )
-    for name, p in params.items():
-        if saved[name].shape != p.shape:
-            raise CheckpointError(
-                f"parameter {name!r} has shape {tuple(saved[name].shape)} in the "
-                f"checkpoint but {tuple(p.shape)} here"
-            )
-    if isinstance(guide, torch.nn.Module) and ckpt["guide_state"]:
-        guide.load_state_dict(ckpt["guide_state"])
-    restore(params, saved)
-    try:
-        guard.load_state_dict(ckpt["guard"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {str(path)!r} has an invalid guard state: {err}") from err
-    optim.set_state(ckpt["optim_state"])
