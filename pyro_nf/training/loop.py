@@ -208,6 +208,10 @@ def fit(
     ``svi.run``); every fit option is keyword-only, so a model keyword named like one of them cannot
     be passed through ``**model_kwargs``.
 
+    Calling ``fit`` again on a guide it fitted before continues that fit: the optimiser's moment
+    estimates are kept on the guide and reused (same ``optimizer`` kind), so the new call's first
+    steps are as small as the last ones of the previous call; ``lr`` is the new call's.
+
     Before the first step the model is traced once on the arguments: a failure is re-raised as
     :class:`FitInputError` naming the site, as are observed data holding NaN (unless masked) and a
     guide that samples sites the model lacks or with other shapes. These checks, Pyro's
@@ -302,6 +306,8 @@ def fit(
         else getattr(optim, "pt_optim_constructor", type(optim)).__name__
     )
     config = {"optimizer": opt_name, "loss": type(elbo).__name__, "num_particles": num_particles}
+    if resume is None:  # a second fit of one guide continues its optimiser state
+        setup.continue_moments(guide, optim, opt_name)
     stepper = None
     if isinstance(optim, PyroLRScheduler):
         plateau = optim.pt_scheduler_constructor is torch.optim.lr_scheduler.ReduceLROnPlateau
@@ -385,6 +391,7 @@ def fit(
                 write_checkpoint()  # records the stop reason (and a final-check restore)
         finally:
             bar.close(stop_reason or "error", step)
+    setup.save_moments(guide, optim, opt_name)
     return FitResult(
         guide=guide,
         losses=losses,
