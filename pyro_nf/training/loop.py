@@ -36,6 +36,7 @@ from pyro_nf._util import capture_rng_state, isolated_rng, restore_rng_state
 from pyro_nf.training import setup
 from pyro_nf.training.checkpoint import (
     CHECKPOINT_FORMAT,
+    check_checkpoint_target,
     load_checkpoint,
     save_checkpoint,
 )
@@ -286,6 +287,8 @@ def fit(
         early_stop = None
     elif early_stop is not None and not isinstance(early_stop, EarlyStop):
         raise ValueError(f"early_stop must be None, a bool or an EarlyStop; got {early_stop!r}")
+    setup.check_fit_options(num_particles=num_particles, seed=seed)
+    check_checkpoint_target(checkpoint, resume)
     kwargs = model_kwargs
     if seed is not None and resume is None:
         pyro.set_rng_seed(seed)

@@ -22,7 +22,7 @@ from pyro.optim import PyroOptim
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-from pyro_nf._util import isolated_rng
+from pyro_nf._util import check_positive_int, isolated_rng
 from pyro_nf.training.errors import FitInputError
 
 #: Loss names accepted by ``fit(loss=...)`` as strings.
@@ -356,3 +356,15 @@ def save_moments(guide: Callable, optim: PyroOptim, opt_name: str) -> None:
         if name is not None and param in inner.state:
             moments[name] = _copy_state(inner.state[param])
     guide.__dict__[FIT_STATE_ATTR] = {"optimizer": opt_name, "moments": moments}
+
+
+def check_fit_options(*, num_particles: Any, seed: Any) -> None:
+    """Validate ``fit()`` options that Pyro would otherwise reject with a raw error, or accept wrongly.
+
+    Raises:
+        ValueError: ``num_particles`` is not an integer >= 1, or ``seed`` is neither None nor an
+            integer >= 0.
+    """
+    check_positive_int("num_particles", num_particles)
+    if seed is not None:
+        check_positive_int("seed", seed, minimum=0)
