@@ -35,7 +35,7 @@ import torch
 from pyro.nn import PyroModule
 from pyro.params.param_store import param_with_module_name
 
-__all__ = ["adopt_entries", "claim_name", "store_names", "take_entries"]
+__all__ = ["adopt_entries", "claim_name", "claim_unused_name", "store_names", "take_entries"]
 
 _LIVE: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 
@@ -149,3 +149,19 @@ def adopt_entries(guide: PyroModule, entries: dict[str, tuple[torch.Tensor, Any]
         UserWarning,
         stacklevel=4,
     )
+
+
+def claim_unused_name(guide: Any) -> str:
+    """Rename a never-called ``guide`` so that neither a live guide nor any entry in the param store
+    uses its name (for guides built internally, e.g. by :func:`pyro_nf.compare`)."""
+    store_prefixes = {n.split("$$$")[0].split(".")[0] for n in pyro.get_param_store().keys()}
+    base = type(guide).__name__
+    name, k = base, 0
+    while name in store_prefixes or _holder(name, guide) is not None:
+        k += 1
+        name = f"{base}_{k}"
+    if _LIVE.get(guide._pyro_name) is guide:
+        del _LIVE[guide._pyro_name]
+    guide._pyro_name = name
+    _LIVE[name] = guide
+    return name
