@@ -134,6 +134,24 @@ class _ContractMixin:
             self._materialised = True
         return super().load_state_dict(state_dict, strict=strict, assign=assign)  # type: ignore[misc]
 
+    def _ensure_set_up(self, args: tuple, kwargs: dict) -> None:
+        if getattr(self, "prototype_trace", None) is None:
+            with torch.no_grad():
+                self._setup_prototype(*args, **kwargs)
+
+    @torch.no_grad()
+    def median(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Posterior median of each latent site; a never-called guide (e.g. one just given a
+        ``load_state_dict``) is set up first on the model arguments given here."""
+        self._ensure_set_up(args, kwargs)
+        return super().median(*args, **kwargs)  # type: ignore[misc]
+
+    @torch.no_grad()
+    def quantiles(self, quantiles: Any, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Posterior quantiles of each latent site (set-up as in :meth:`median`)."""
+        self._ensure_set_up(args, kwargs)
+        return super().quantiles(quantiles, *args, **kwargs)  # type: ignore[misc]
+
     def config_json(self) -> str:
         """The constructor settings as a JSON string (for provenance, e.g. netCDF attrs)."""
         return json.dumps(self.config, sort_keys=True, default=str)

@@ -60,7 +60,8 @@ def test_model_that_vectorises_silently_wrong_is_caught():
 
     with pytest.warns(UserWarning, match="does not vectorise.*vectorised but"):
         log_p, log_q = importance_log_weights(mean_model, guide, y, num_samples=40)
-    idata = to_inference_data(mean_model, guide, y, num_samples=10)
+    with pytest.warns(UserWarning, match="does not vectorise"):
+        idata = to_inference_data(mean_model, guide, y, num_samples=10)
     mu = idata.posterior["mu"].values[0]
     expected = [_log_joint(mean_model, {"mu": torch.tensor(m)}, y) for m in mu]
     np.testing.assert_allclose(idata.sample_stats["log_p"].values[0], expected, rtol=1e-4)
