@@ -77,3 +77,9 @@ def test_sign_is_the_sign_of_the_jacobian_determinant(layer):
     x = torch.randn(3, dtype=torch.float64)
     jac = torch.autograd.functional.jacobian(t, x)
     assert int(torch.sign(torch.linalg.det(jac))) == t.sign
+
+
+@pytest.mark.parametrize("bad", [10, "64", 2.5])
+def test_hidden_dims_that_is_not_a_sequence_is_refused(bad):
+    with pytest.raises(ValueError, match="hidden_dims must be a sequence of positive integers"):
+        make_guide("iaf", model, hidden_dims=bad)
