@@ -34,7 +34,16 @@ from pyro_nf.guides import (  # noqa: E402
     make_guide,
     register_guide,
 )
-from pyro_nf.training import CheckpointError, EarlyStop, FitDivergedError, FitInputError, FitResult, fit  # noqa: E402
+from pyro_nf.training import (  # noqa: E402
+    CheckpointError,
+    DataParallel,
+    EarlyStop,
+    FitDivergedError,
+    FitInputError,
+    FitResult,
+    fit,
+    shard,
+)
 from pyro_nf.transforms import NotInvertibleError, available_transforms, register_transform  # noqa: E402
 
 __all__ = [
@@ -49,6 +58,7 @@ __all__ = [
     "AutoPlanar",
     "CheckpointError",
     "Comparison",
+    "DataParallel",
     "Diagnosis",
     "EarlyStop",
     "FitDivergedError",
@@ -67,6 +77,7 @@ __all__ = [
     "make_guide",
     "register_guide",
     "register_transform",
+    "shard",
     "to_inference_data",
     "to_inference_data_restarts",
 ]

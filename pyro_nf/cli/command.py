@@ -167,15 +167,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _check_guide_names(names: Sequence[str]) -> None:
-    from pyro_nf.comparison import available_guides
+    from pyro_nf.comparison import GUIDES
 
-    known = available_guides()
-    bad = [n for n in names if n not in known]
-    if bad:
-        raise InputError(f"unknown guide(s) {', '.join(bad)}; known guides: {', '.join(known)}")
     if not names:
-        raise InputError(f"no guide given; known guides: {', '.join(known)}")
-    repeated = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"no guide given; known: {', '.join(GUIDES.names())}")
+    try:
+        GUIDES.check(names)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    repeated = sorted({n for n in names if list(names).count(n) > 1})
     if repeated:
         raise InputError(f"guide(s) named more than once: {', '.join(repeated)}")
 

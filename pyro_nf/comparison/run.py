@@ -28,7 +28,7 @@ from pyro_nf.comparison.reference import (
     wasserstein_unconstrained,
 )
 from pyro_nf.comparison.result import Comparison
-from pyro_nf.guides.registry import available_guides
+from pyro_nf.guides.registry import GUIDES
 from pyro_nf.training.loop import fit
 
 __all__ = ["DEFAULT_FIT_KWARGS", "DEFAULT_GUIDES", "DEFAULT_NUM_STEPS", "compare"]
@@ -68,13 +68,7 @@ def check_fit_kwargs(fit_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _check_guides(guides: Sequence[str], guide_kwargs: Mapping[str, Any]) -> list[str]:
 
-    names = [guides] if isinstance(guides, str) else list(guides)
-    known = available_guides()
-    unknown = [g for g in names if g not in known]
-    if unknown:
-        raise ValueError(
-            f"unknown guide(s) {', '.join(map(repr, unknown))}; known guides: {', '.join(known)}"
-        )
+    names = GUIDES.check([guides] if isinstance(guides, str) else guides)
     if not names or len(set(names)) != len(names):
         raise ValueError(f"guides must be a non-empty list of distinct names, got {names}")
     stray = set(guide_kwargs) - set(names)

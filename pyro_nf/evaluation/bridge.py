@@ -35,7 +35,7 @@ import xarray as xr
 from pyro_nf._util import check_positive_int
 from pyro_nf.evaluation import draws as _traces
 from pyro_nf.evaluation.batches import iter_batches
-from pyro_nf.evaluation.diagnostics import KHAT_USABLE, psis
+from pyro_nf.evaluation.diagnostics import KHAT_USABLE, importance_ess, khat_band, psis
 
 __all__ = ["importance_resample", "to_inference_data", "stack_chains"]
 
@@ -266,7 +266,7 @@ def importance_resample(
         raise ValueError("idata has no sample_stats.log_weight; build it with pyro_nf.to_inference_data")
     log_weight = idata.sample_stats["log_weight"].values.reshape(-1)
     smoothed, khat = psis(np.where(np.isnan(log_weight), -np.inf, log_weight))
-    if not khat <= KHAT_USABLE:
+    if khat_band(khat) in ("unreliable", "unknown"):
         message = (
             f"Pareto k-hat = {khat:.2f} > {KHAT_USABLE}: the guide misses too much posterior "
             "mass for importance resampling to correct it; fit a richer guide"
@@ -278,7 +278,7 @@ def importance_resample(
         seed = int(np.random.randint(0, 2**31 - 1))
     n = smoothed.size if num_draws is None else num_draws
     index = _systematic_resample(smoothed, n, np.random.default_rng(seed))
-    ess = float(1.0 / np.exp(2.0 * smoothed).sum())
+    ess = importance_ess(smoothed)
     attrs = {"importance_resampled": "psis-systematic", "resample_khat": float(khat), "resample_ess": ess}
     groups = {}
     for name in idata.groups():

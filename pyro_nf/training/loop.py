@@ -32,21 +32,22 @@ from pyro.optim import PyroOptim
 from pyro.optim.lr_scheduler import PyroLRScheduler
 from tqdm.auto import tqdm
 
-from pyro_nf._util import capture_rng_state, isolated_rng, restore_rng_state
+from pyro_nf._util import capture_rng_state, isolated_rng
 from pyro_nf.training import setup
 from pyro_nf.training.checkpoint import (
     CHECKPOINT_FORMAT,
+    apply_checkpoint,
     check_checkpoint_target,
     load_checkpoint,
     save_checkpoint,
 )
+from pyro_nf.training.distributed import DataParallel, any_rank, resolve, restore_rng, together
 from pyro_nf.training.errors import CheckpointError
 from pyro_nf.training.guard import (
     DivergenceGuard,
     all_finite,
     current_lr,
     is_divergence_error,
-    restore,
 )
 
 __all__ = ["STOP_REASONS", "EarlyStop", "FitResult", "fit"]
@@ -201,6 +202,7 @@ def fit(
     resume: str | os.PathLike | None = None,
     max_recoveries: int = 5,
     callback: Callable[[int, float], Any] | None = None,
+    distributed: bool | DataParallel | None = None,
     **model_kwargs: Any,
 ) -> FitResult:
     r"""Fit ``guide`` to ``model`` by stochastic variational inference (Pyro's ``SVI``).
@@ -260,6 +262,10 @@ def fit(
         callback: called as ``callback(step, loss)`` after every completed step (after that
             step's checkpoint, if any, is written); returning ``True`` stops the fit with
             ``stop_reason == "callback"``. Use it for custom stopping rules, logging or tests.
+        distributed: data-parallel SVI (:mod:`pyro_nf.training.distributed`; each rank passes its
+            shard of the data): ``None`` turns it on in a process group of several processes, ``True``
+            or a :class:`~pyro_nf.training.distributed.DataParallel` asks for it (any rank's callback
+            ``True`` stops all).
         **model_kwargs: keyword arguments for model and guide.
 
     Returns:
@@ -290,12 +296,15 @@ def fit(
     setup.check_fit_options(num_particles=num_particles, seed=seed)
     check_checkpoint_target(checkpoint, resume)
     kwargs = model_kwargs
+    group = resolve(distributed)  # None unless data-parallel
+    progress = progress and (group is None or group.is_main)
     if seed is not None and resume is None:
-        pyro.set_rng_seed(seed)
+        pyro.set_rng_seed(seed if group is None else group.rank_seed(seed))
 
     # --- set-up, all off the random stream ---------------------------------------------------
-    model_trace = setup.trace_model(model, args, kwargs)
-    setup.setup_guide(guide, model_trace, args, kwargs)
+    model_trace = together(group, setup.trace_model, model, args, kwargs)
+    model = model if group is None else group.prepare(model, model_trace)  # checks; scales the likelihood
+    together(group, setup.setup_guide, guide, model_trace, args, kwargs)
     elbo = setup.make_loss(loss, setup.uses_enumeration(model_trace), num_particles, vectorize_particles)
     setup.guess_plate_nesting(elbo, model, guide, args, kwargs)
     optim = setup.make_optimizer(optimizer, lr, lr_decay, num_steps)
@@ -303,6 +312,7 @@ def fit(
     store = pyro.get_param_store()
     named = dict(store.named_parameters())
     params = {n: named[n] for n in setup.param_names(model, guide, args, kwargs)}
+    evaluate_loss = svi.evaluate_loss if group is None else group.attach(svi, params, guide)  # syncs grads
     opt_name = (
         optimizer
         if isinstance(optimizer, str)
@@ -320,12 +330,12 @@ def fit(
     stop_reason: str | None = None
     guard = DivergenceGuard(params, max_recoveries)
     if resume is not None:
-        ckpt = load_checkpoint(resume)
-        _load_state(ckpt, guide, params, config, optim, guard, resume)
+        ckpt = together(group, load_checkpoint, resume, error=CheckpointError)
+        apply_checkpoint(ckpt, guide, params, config, optim, guard, resume)
         losses = [float(v) for v in ckpt["losses"]]
         # a completed fit continues when asked for more steps; an early-stopped one stays stopped
         stop_reason = "early_stop" if ckpt.get("stop_reason") == "early_stop" else None
-        restore_rng_state(ckpt["rng"])
+        restore_rng(group, ckpt)
     start_step = step = len(losses)
 
     def write_checkpoint() -> None:
@@ -343,7 +353,7 @@ def fit(
             "config": config,
             "seed": seed,
         }
-        save_checkpoint(checkpoint, payload)
+        (save_checkpoint if group is None else group.save_checkpoint)(checkpoint, payload)
 
     # --- the loop ------------------------------------------------------------------------------
     bar = _Progress(progress and stop_reason is None and step < num_steps, num_steps, step)
@@ -376,14 +386,14 @@ def fit(
                             stop_reason = "early_stop"
                         if checkpoint is not None and step % checkpoint_every == 0:
                             write_checkpoint()
-                        if callback is not None and callback(step, value) is True:
+                        if callback is not None and any_rank(group, callback(step, value) is True):
                             stop_reason = "callback"
                         continue
                 guard.recover(step, optim, lr, model, guide, args, kwargs)
             if stop_reason != "interrupted" and step > start_step:
                 with isolated_rng():  # the last update is not yet verified by a loss: check it
                     try:
-                        final = svi.evaluate_loss(*args, **kwargs)
+                        final = evaluate_loss(*args, **kwargs)
                     except (ValueError, RuntimeError) as err:
                         if not is_divergence_error(err):
                             raise
@@ -409,41 +419,3 @@ def fit(
         loss=type(elbo).__name__,
         start_step=start_step,
     )
-
-
-def _load_state(
-    ckpt: dict,
-    guide: Callable,
-    params: dict[str, torch.Tensor],
-    config: dict,
-    optim: PyroOptim,
-    guard: DivergenceGuard,
-    path: str | os.PathLike,
-) -> None:
-    """Copy a checkpoint's parameters and optimizer state into this fit, after checking they fit."""
-    for key, value in config.items():
-        if ckpt["config"].get(key) != value:
-            raise CheckpointError(
-                f"checkpoint {str(path)!r} was written with {key}="
-                f"{ckpt['config'].get(key)!r}; this fit uses {key}={value!r}"
-            )
-    saved = ckpt["params"]
-    if set(saved) != set(params):
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is for other parameters: only in the checkpoint "
-            f"{sorted(set(saved) - set(params))}, only in this fit {sorted(set(params) - set(saved))}"
-        )
-    for name, p in params.items():
-        if saved[name].shape != p.shape:
-            raise CheckpointError(
-                f"parameter {name!r} has shape {tuple(saved[name].shape)} in the "
-                f"checkpoint but {tuple(p.shape)} here"
-            )
-    if isinstance(guide, torch.nn.Module) and ckpt["guide_state"]:
-        guide.load_state_dict(ckpt["guide_state"])
-    restore(params, saved)
-    try:
-        guard.load_state_dict(ckpt["guard"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {str(path)!r} has an invalid guard state: {err}") from err
-    optim.set_state(ckpt["optim_state"])
