@@ -53,6 +53,8 @@ KHAT_GOOD = 0.5
 KHAT_USABLE = 0.7
 #: fewest draws whose Pareto tail, ceil(min(S / 5, 3 sqrt(S))), has the 5 weights a k-hat fit needs
 MIN_KHAT_DRAWS = 21
+#: registry and class names of the flow guides (their "unreliable" advice is a richer flow)
+_FLOW_GUIDES = frozenset({"planar", "iaf", "maf", "autoplanar", "autoiaf", "automaf"})
 
 
 def psis(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
@@ -186,8 +188,14 @@ class Diagnosis:
 
     @property
     def verdict(self) -> str:
-        """Yao et al.'s reading of :attr:`khat` (see :func:`verdict`)."""
-        return verdict(self.khat)
+        """Yao et al.'s reading of :attr:`khat` (see :func:`verdict`); for a flow guide the advice
+        is a richer flow, not "a flow"."""
+        text = verdict(self.khat)
+        if self.guide.lower() in _FLOW_GUIDES:
+            text = text.replace(
+                "a richer guide (e.g. a flow)", "a richer flow (more layers, wider hidden layers)"
+            )
+        return text
 
     @property
     def num_impossible(self) -> int:

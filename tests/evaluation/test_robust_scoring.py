@@ -131,3 +131,14 @@ def test_bridge_arguments_are_validated():
     idata = to_inference_data(simple, simple_guide, num_samples=30)
     with pytest.raises(ValueError, match="num_draws must be an integer"):
         importance_resample(idata, num_draws=2.5)
+
+
+def test_an_unreliable_flow_is_not_told_to_try_a_flow():
+    from pyro_nf.evaluation.diagnostics import Diagnosis
+
+    lw = np.random.default_rng(0).normal(size=2000) * 3.0  # log-normal weights: k-hat 0.88
+    flow = Diagnosis.from_log_densities(lw, np.zeros(2000), guide="iaf")
+    base = Diagnosis.from_log_densities(lw, np.zeros(2000), guide="meanfield")
+    assert flow.khat > 0.7
+    assert "e.g. a flow" in base.verdict and "e.g. a flow" not in flow.verdict
+    assert "richer flow" in flow.verdict
