@@ -219,7 +219,7 @@ def run_example(name: str, guides: list[str], args: argparse.Namespace) -> list[
             print(f"{name} / {g}: {type(err).__name__}: {err}", file=sys.stderr)
         rows.append(row)
         print(f"  done {name} / {g}", file=sys.stderr, flush=True)
-    row = {"example": name, "guide": BASELINE, "status": "ok"}
+    row = {"example": name, "guide": BASELINE, "status": "ok" if budget else "no-budget"}
     try:
         guide, seconds, steps = run_pyro_baseline(ex, budget or 0.0, args.seed)
         row.update(fit_s=seconds, steps=steps)
@@ -241,9 +241,10 @@ def summary(table: pd.DataFrame) -> list[str]:
     rec = by.xs(RECOMMENDED, level="guide")
     good_k = [e for e in examples if rec.loc[e, "khat"] < 0.7]
     good_sd = [e for e in examples if 0.9 <= rec.loc[e, "sd_med"] <= 1.1]
+    n = len(examples)
     lines = [
-        f"{RECOMMENDED}: k-hat < 0.7 on {len(good_k)}/{len(examples)} posteriors ({', '.join(good_k) or '-'})",
-        f"{RECOMMENDED}: median sd ratio in [0.9, 1.1] on {len(good_sd)}/{len(examples)} posteriors "
+        f"{RECOMMENDED}: k-hat < 0.7 on {len(good_k)}/{n} posteriors ({', '.join(good_k) or '-'})",
+        f"{RECOMMENDED}: median sd ratio in [0.9, 1.1] on {len(good_sd)}/{n} posteriors "
         f"({', '.join(good_sd) or '-'}; unconstrained scale, constrained where the reference is a summary)",
     ]
     if "meanfield" in table["guide"].values:
@@ -253,8 +254,8 @@ def summary(table: pd.DataFrame) -> list[str]:
         won = [e for e in scored if rec.loc[e, "w1"] < by.loc[(e, BASELINE), "w1"]]
         no_draws = [e for e in hard if e not in scored]
         lines.append(
-            f"{RECOMMENDED}: lower W1 than {BASELINE} (same wall time) on {len(won)}/{len(scored)} posteriors "
-            f"where meanfield's k-hat > 0.7 ({', '.join(won) or '-'}; meanfield k-hat > 0.7 on "
+            f"{RECOMMENDED}: lower W1 than {BASELINE} (same wall time) on {len(won)}/{len(scored)} "
+            f"posteriors where meanfield's k-hat > 0.7 ({', '.join(won) or '-'}; meanfield k-hat > 0.7 on "
             f"{', '.join(hard) or 'none'}; without reference draws: {', '.join(no_draws) or 'none'})"
         )
     return lines
