@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import arviz as az
+import numpy as np
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.slow
+from pyro_nf.comparison.reference import Reference, latent_supports, reference_errors
+from pyro_nf.examples import get_example
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "accuracy.py"
@@ -49,6 +53,7 @@ def _printed_table(stdout: str) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+@pytest.mark.slow
 def test_quick_run_prints_the_table(tmp_path: Path) -> None:
     out = tmp_path / "table.csv"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -98,3 +103,37 @@ def test_quick_run_prints_the_table(tmp_path: Path) -> None:
         assert saved[col].to_numpy() == pytest.approx(
             printed[col].astype(float).to_numpy(), rel=6e-3
         )  # printed to 3 significant figures
+
+
+def _benchmark_module():
+    spec = importlib.util.spec_from_file_location("accuracy_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["banana", "eight_schools_centered"])
+def test_unconstrained_metrics_of_reference_like_draws(name: str) -> None:
+    """Exact (or reference) draws score ratios near 1; the same draws shrunk by half score 0.5."""
+    acc = _benchmark_module()
+    ex = get_example(name)
+    ref = Reference.from_example(ex, num_samples=4000, seed=0)
+    supports = latent_supports(ex.model, **ex.data)
+    if ex.exact_sampler is not None:
+        draws = {k: v.double().numpy() for k, v in ex.exact_sampler(4000, 1).items()}
+    else:
+        draws = {k: np.asarray(v, dtype=float) for k, v in ex.reference_draws.items()}
+    good, ref_u = acc.unconstrained_view(
+        az.from_dict(posterior={k: v[None] for k, v in draws.items()}), ref, ex, supports
+    )
+    errors = reference_errors(good, ref_u)
+    assert errors["sd_ratio"].median() == pytest.approx(1.0, abs=0.06)
+    assert errors["iqr_ratio"].median() == pytest.approx(1.0, abs=0.06)
+    assert errors["mean_error"].max() < 0.1
+    shrunk = {}
+    for site, x in good.posterior.items():  # halve the spread on the unconstrained scale
+        v = np.asarray(x.values)
+        shrunk[site] = v.mean(axis=1, keepdims=True) + 0.5 * (v - v.mean(axis=1, keepdims=True))
+    errors = reference_errors(az.from_dict(posterior=shrunk), ref_u)
+    assert errors["sd_ratio"].median() == pytest.approx(0.5, abs=0.04)
+    assert errors["iqr_ratio"].median() == pytest.approx(0.5, abs=0.04)
