@@ -84,7 +84,7 @@ def psis(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def khat_band(khat: float) -> str:
-    """The one reading of a Pareto k-hat (Yao et al. 2018) that the verdict, the report and the
+    r"""The one reading of a Pareto k-hat (Yao et al. 2018) that the verdict, the report and the
     plots share: ``"good"`` (:math:`\hat k < 0.5`), ``"usable"`` (:math:`0.5 \le \hat k \le 0.7`),
     ``"unreliable"`` (:math:`\hat k > 0.7`) or ``"unknown"`` (NaN or :math:`+\infty`: too few draws).
 

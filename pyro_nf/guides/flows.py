@@ -26,7 +26,7 @@ from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_median
 from pyro.nn import PyroParam
 from torch import nn
-from torch.distributions import ComposeTransform, biject_to
+from torch.distributions import AffineTransform, ComposeTransform, biject_to
 
 from pyro_nf._util import check_positive_float, check_positive_int, isolated_rng
 from pyro_nf.guides.contract import _ContinuousMixin
@@ -158,15 +158,23 @@ class AutoFlow(_ContinuousMixin, AutoContinuous):
 
     # -- the posterior ------------------------------------------------------------------------
     def get_base_dist(self) -> Normal:
-        return Normal(self.loc, self.scale).to_event(1)
+        r"""A standard Normal on :math:`\mathbb{R}^D`, Pyro's convention for flow guides (what
+        ``NeuTraReparam`` hands to NUTS as the warped space): ``get_posterior()`` is this base pushed
+        through :meth:`get_transform`."""
+        zero = torch.zeros_like(self.loc)
+        return Normal(zero, torch.ones_like(zero)).to_event(1)
 
     def get_transform(self, *args: Any, **kwargs: Any) -> ComposeTransform:
-        """The flow layers composed: ``get_posterior()`` is the base pushed through this map."""
-        return ComposeTransform(list(self.flows))
+        """The whole map from the standard-Normal base to the unconstrained latent: the affine
+        ``loc + scale * eps`` followed by the flow layers (so ``NeuTraReparam`` with this guide gives
+        NUTS a space in which the fitted posterior is standard Normal)."""
+        return ComposeTransform([AffineTransform(self.loc, self.scale, event_dim=1), *self.flows])
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> TransformedDistribution:
-        """The guide's distribution over the unconstrained latent vector."""
-        return TransformedDistribution(self.get_base_dist(), list(self.flows))
+        """The guide's distribution over the unconstrained latent vector: the learnable diagonal
+        Normal ``N(loc, scale^2)`` pushed through the flow layers (the same distribution as
+        ``get_base_dist()`` pushed through ``get_transform()``)."""
+        return TransformedDistribution(Normal(self.loc, self.scale).to_event(1), list(self.flows))
 
     def sample_latent(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Sample the packed unconstrained latent (with ``stl=True``, its log q carries only the
