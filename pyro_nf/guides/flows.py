@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import pyro
 import torch
-from pyro.distributions import Normal, TransformedDistribution, constraints
+from pyro.distributions import Normal, TorchDistribution, TransformedDistribution, constraints
 from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_median
 from pyro.nn import PyroParam
@@ -176,14 +176,22 @@ class AutoFlow(_ContinuousMixin, AutoContinuous):
         ``get_base_dist()`` pushed through ``get_transform()``)."""
         return TransformedDistribution(Normal(self.loc, self.scale).to_event(1), list(self.flows))
 
-    def sample_latent(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """Sample the packed unconstrained latent (with ``stl=True``, its log q carries only the
-        path gradient: see :mod:`pyro_nf.guides.stl`)."""
+    def latent_distribution(self, *args: Any, **kwargs: Any) -> TorchDistribution:
+        """What :meth:`sample_latent` draws from: :meth:`get_posterior`, or with ``stl=True`` the
+        same draws scored with detached parameters (only the path gradient: :mod:`pyro_nf.guides.stl`)."""
         posterior = self.get_posterior(*args, **kwargs)
         if self.stl:
             base = Normal(self.loc.detach(), self.scale.detach()).to_event(1)
             posterior = StickingTheLanding(posterior, detached_flow(base, list(self.flows)))
-        return pyro.sample(f"_{self._pyro_name}_latent", posterior, infer={"is_auxiliary": True})
+        return posterior
+
+    def sample_latent(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Sample the packed unconstrained latent from :meth:`latent_distribution`."""
+        return pyro.sample(
+            f"_{self._pyro_name}_latent",
+            self.latent_distribution(*args, **kwargs),
+            infer={"is_auxiliary": True},
+        )
 
     @torch.no_grad()
     def quantiles(
@@ -283,10 +291,14 @@ class _AutoAutoregressive(AutoFlow):
             skip_connections=self.skip_connections,
         )
 
-    @staticmethod
-    def default_hidden_dims(latent_dim: int) -> tuple[int, int]:
-        """Two hidden layers of width ``max(2 D, 32)``."""
-        width = max(2 * latent_dim, 32)
+    #: the default hidden width never exceeds this (at D = 5000, max(2 D, 32) would give one layer
+    #: ~10^9 weights); MADE allows widths below D (coarser degree groups, still autoregressive)
+    max_default_width: ClassVar[int] = 512
+
+    @classmethod
+    def default_hidden_dims(cls, latent_dim: int) -> tuple[int, int]:
+        """Two hidden layers of width ``min(max(2 D, 32), 512)``."""
+        width = min(max(2 * latent_dim, 32), cls.max_default_width)
         return (width, width)
 
     def _layer_config(self, k: int, latent_dim: int) -> dict[str, Any]:
@@ -308,7 +320,7 @@ class AutoIAF(_AutoAutoregressive):
     ======================== ===========================
 
     Defaults: ``num_flows=4`` layers alternating natural and reversed variable order (the
-    permutation between layers), ``hidden_dims=(max(2D, 32),) * 2``, ``max_log_scale=5`` (each
+    permutation between layers), ``hidden_dims=(min(max(2D, 32), 512),) * 2``, ``max_log_scale=5`` (each
     layer scales a coordinate by at most :math:`e^{\pm 5}`; no overflow for any input) and
     ``skip_connections=True`` (MADE's direct input-output connections, fused into the output
     layer: they let a scale depend linearly on earlier coordinates, as a funnel's does, and they
