@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .actnorm import ActNorm, Scale
 from .autoregressive import AffineAutoregressive
 from .base import FlowTransform
+from .coupling import AdditiveCoupling, AffineCoupling
+from .linear import LULinear
 from .permute import Permute
 from .planar import Planar
+from .spline import SplineAutoregressive, SplineCoupling
 
 TransformFactory = Callable[..., FlowTransform]
 _TRANSFORMS: dict[str, TransformFactory] = {}
@@ -66,3 +70,38 @@ def _maf(input_dim: int, **cfg: object) -> FlowTransform:
 @register_transform("permute")
 def _permute(input_dim: int, **cfg: object) -> FlowTransform:
     return Permute(input_dim, **cfg)
+
+
+@register_transform("additive_coupling")
+def _additive_coupling(input_dim: int, **cfg: object) -> FlowTransform:
+    return AdditiveCoupling(input_dim, **cfg)
+
+
+@register_transform("affine_coupling")
+def _affine_coupling(input_dim: int, **cfg: object) -> FlowTransform:
+    return AffineCoupling(input_dim, **cfg)
+
+
+@register_transform("scale")
+def _scale(input_dim: int, **cfg: object) -> FlowTransform:
+    return Scale(input_dim, **cfg)
+
+
+@register_transform("actnorm")
+def _actnorm(input_dim: int, **cfg: object) -> FlowTransform:
+    return ActNorm(input_dim, **cfg)
+
+
+@register_transform("lu_linear")
+def _lu_linear(input_dim: int, **cfg: object) -> FlowTransform:
+    return LULinear(input_dim, **cfg)
+
+
+@register_transform("spline_coupling")
+def _spline_coupling(input_dim: int, **cfg: object) -> FlowTransform:
+    return SplineCoupling(input_dim, **cfg)
+
+
+@register_transform("spline_autoregressive")
+def _spline_autoregressive(input_dim: int, **cfg: object) -> FlowTransform:
+    return SplineAutoregressive(input_dim, **cfg)
