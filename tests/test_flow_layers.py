@@ -94,6 +94,10 @@ def test_coupling_masks_and_errors():
     assert coupling_mask(4, "half", 1).tolist() == [False, False, True, True]
     assert coupling_mask(1, "alternate", 1).tolist() == [True]  # D = 1: unconditional
     assert AffineCoupling(3, (4,), mask=[False, True, True]).transformed_idx.tolist() == [1, 2]
+    assert torch.equal(coupling_mask(6, 0, 1), coupling_mask(6, "alternate", 1))
+    assert coupling_mask(6, 2, 1).tolist() == [False] * 4 + [True] * 2
+    with pytest.raises(ValueError, match="bit 2 splits nothing"):
+        coupling_mask(4, 2)
     with pytest.raises(ValueError, match="parity"):
         coupling_mask(4, "half", 2)
     with pytest.raises(ValueError, match="mask"):
@@ -106,6 +110,17 @@ def test_coupling_masks_and_errors():
         AffineCoupling(3, max_log_scale=0.0)
     with pytest.raises(ValueError, match="hidden_dims"):
         AdditiveCoupling(3, hidden_dims=())
+
+
+@pytest.mark.parametrize("dim", [2, 3, 10, 17])
+def test_bit_masks_separate_every_pair_of_coordinates(dim):
+    bits = max(1, (dim - 1).bit_length())
+    separated = torch.zeros(dim, dim, dtype=torch.bool)  # [i, j]: i transformed given j
+    for b in range(bits):
+        for parity in (0, 1):
+            m = coupling_mask(dim, b, parity)
+            separated |= m[:, None] & ~m[None, :]
+    assert torch.equal(separated, ~torch.eye(dim, dtype=torch.bool))
 
 
 def test_affine_coupling_scale_is_bounded():

@@ -24,7 +24,13 @@ permutation or an invertible linear layer between them).
 
 Masks: ``"alternate"`` transforms the even positions (``parity=0``) or the odd ones
 (``parity=1``); ``"half"`` the first :math:`\lceil D/2\rceil` (``parity=0``) or the last
-:math:`\lfloor D/2 \rfloor` (``parity=1``); or pass a boolean vector (True = transformed). With
+:math:`\lfloor D/2 \rfloor` (``parity=1``); an integer :math:`b` transforms the positions whose
+bit :math:`b` equals ``parity`` (``0`` is ``"alternate"``); or pass a boolean vector (True =
+transformed). Cycling :math:`b` through :math:`0, \dots, \lceil\log_2 D\rceil - 1` with both
+parities puts every pair of coordinates on opposite sides in some layer (two indices differ in
+some bit), so every coordinate is conditioned on every other one within
+:math:`2\lceil\log_2 D\rceil` layers; alternating halves alone never condition coordinates 0 and
+2 on each other. With
 :math:`D = 1` there is nothing to condition on: the layer transforms the single coordinate by an
 *unconditional* elementwise bijection (learnable constants), whatever the parity.
 
@@ -49,7 +55,7 @@ from .conditioner import ZeroMLP
 
 
 def coupling_mask(
-    input_dim: int, mask: str | Sequence[bool] | torch.Tensor = "alternate", parity: int = 0
+    input_dim: int, mask: str | int | Sequence[bool] | torch.Tensor = "alternate", parity: int = 0
 ) -> torch.Tensor:
     """Boolean vector of length ``input_dim``: True where a coupling layer transforms.
 
@@ -58,18 +64,27 @@ def coupling_mask(
         tensor([False,  True, False,  True, False])
         >>> coupling_mask(5, "half")
         tensor([ True,  True,  True, False, False])
+        >>> coupling_mask(5, 1, parity=1)  # bit 1 of the index set: positions 2, 3
+        tensor([False, False,  True,  True, False])
     """
     if parity not in (0, 1):
         raise ValueError(f"parity must be 0 or 1, got {parity!r}")
     idx = torch.arange(input_dim)
-    if isinstance(mask, str):
+    if isinstance(mask, (str, int)) and not isinstance(mask, bool):
         if mask == "alternate":
-            transformed = idx % 2 == parity
+            mask = 0
+        if isinstance(mask, int):
+            if mask < 0 or (input_dim > 1 and 2**mask >= input_dim):
+                raise ValueError(f"mask bit {mask!r} splits nothing for input_dim={input_dim}: it "
+                                 f"must satisfy 0 <= bit and 2**bit < input_dim")
+            transformed = (idx >> mask) % 2 == parity
         elif mask == "half":
             first = idx < (input_dim + 1) // 2
             transformed = first if parity == 0 else ~first
         else:
-            raise ValueError(f"mask must be 'alternate', 'half' or a boolean vector, got {mask!r}")
+            raise ValueError(
+                f"mask must be 'alternate', 'half', a bit index or a boolean vector, got {mask!r}"
+            )
         if input_dim == 1:  # nothing to condition on: transform the coordinate unconditionally
             transformed = torch.ones(1, dtype=torch.bool)
         return transformed
@@ -91,7 +106,7 @@ class Coupling(FlowTransform):
     Args:
         input_dim: event dimension :math:`D`.
         hidden_dims: conditioner hidden widths.
-        mask: ``"alternate"``, ``"half"`` or a boolean vector (True = transformed).
+        mask: ``"alternate"``, ``"half"``, a bit index or a boolean vector (True = transformed).
         parity: 0 or 1, which half a string mask transforms.
         activation: conditioner non-linearity.
         skip_connections: linear input-to-output connections in the conditioner.
@@ -103,7 +118,7 @@ class Coupling(FlowTransform):
         self,
         input_dim: int,
         hidden_dims: Sequence[int] = (32, 32),
-        mask: str | Sequence[bool] | torch.Tensor = "alternate",
+        mask: str | int | Sequence[bool] | torch.Tensor = "alternate",
         parity: int = 0,
         activation: type[nn.Module] = nn.ReLU,
         skip_connections: bool = True,
