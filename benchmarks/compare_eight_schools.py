@@ -15,7 +15,7 @@ import warnings
 
 import pandas as pd
 
-from pyro_nf.compare import DEFAULT_NUM_STEPS, Reference, compare
+from pyro_nf.comparison import DEFAULT_NUM_STEPS, Reference, compare
 from pyro_nf.examples import get_example
 
 FLOWS = ("planar", "iaf", "maf")
@@ -30,24 +30,44 @@ def main() -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
     ex = get_example("eight_schools_centered")
-    cmp = compare(ex.model, reference=Reference.from_example(ex), seed=args.seed,
-                  fit_kwargs={"num_steps": args.steps}, model_name=ex.name, progress=False,
-                  **ex.data)
+    cmp = compare(
+        ex.model,
+        reference=Reference.from_example(ex),
+        seed=args.seed,
+        fit_kwargs={"num_steps": args.steps},
+        model_name=ex.name,
+        progress=False,
+        **ex.data,
+    )
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 30)
-    cols = ["khat", "verdict", "elbo", "iwelbo", "ess", "ms_per_step", "num_params",
-            "mean_error_max", "sd_ratio_worst", "sd_ratio_median", "iqr_ratio_worst",
-            "w1_unconstrained"]
+    cols = [
+        "khat",
+        "verdict",
+        "elbo",
+        "iwelbo",
+        "ess",
+        "ms_per_step",
+        "num_params",
+        "mean_error_max",
+        "sd_ratio_worst",
+        "sd_ratio_median",
+        "iqr_ratio_worst",
+        "w1_unconstrained",
+    ]
     print(f"eight_schools_centered, {args.steps} steps per guide, seed {args.seed}")
     print(cmp.table[cols].to_string(float_format=lambda v: f"{v:.3g}"))
     tau = cmp.errors[cmp.errors["parameter"] == "tau"].set_index("guide")["sd_ratio"]
     print("\ntau sd / reference sd:", ", ".join(f"{g} {r:.2f}" for g, r in tau.items()))
     k = cmp.table["khat"]
-    better = [g for g in FLOWS if g in k and k[g] < k["meanfield"]
-              and abs(tau[g] - 1) < abs(tau["meanfield"] - 1)]
+    better = [
+        g for g in FLOWS if g in k and k[g] < k["meanfield"] and abs(tau[g] - 1) < abs(tau["meanfield"] - 1)
+    ]
     ok = k["meanfield"] > 0.7 and bool(better)
-    print(f"mean-field k-hat {k['meanfield']:.2f} > 0.7: {k['meanfield'] > 0.7}; flows with lower "
-          f"k-hat and closer tau sd: {', '.join(better) or 'none'} -> {'PASS' if ok else 'FAIL'}")
+    print(
+        f"mean-field k-hat {k['meanfield']:.2f} > 0.7: {k['meanfield'] > 0.7}; flows with lower "
+        f"k-hat and closer tau sd: {', '.join(better) or 'none'} -> {'PASS' if ok else 'FAIL'}"
+    )
     if args.out:
         print(f"report: {cmp.save(args.out)}")
     return 0 if ok else 1

@@ -74,8 +74,15 @@ from pyro.nn import AutoRegressiveNN
 
 import pyro_nf
 
-GUIDES = ("AutoPlanar", "AutoIAF", "AutoIAFNormal", "AutoIAF+skip", "AutoIAFNormal+skip",
-          "AutoMAF", "AutoNormal")
+GUIDES = (
+    "AutoPlanar",
+    "AutoIAF",
+    "AutoIAFNormal",
+    "AutoIAF+skip",
+    "AutoIAFNormal+skip",
+    "AutoMAF",
+    "AutoNormal",
+)
 REF = "AutoIAFNormal"
 BASELINE = {"AutoIAF+skip": "AutoIAFNormal+skip"}  # every other row: REF
 PAIRS = (("AutoIAF", "AutoIAFNormal"), ("AutoIAF+skip", "AutoIAFNormal+skip"))
@@ -125,28 +132,35 @@ def make_guide(name: str, model, dim: int, flows: int):
     if name == "AutoPlanar":
         return pyro_nf.AutoPlanar(model)
     if name in ("AutoIAF", "AutoIAF+skip"):
-        return pyro_nf.AutoIAF(model, num_flows=flows, hidden_dims=(hid, hid),
-                               skip_connections=name == "AutoIAF+skip")
+        return pyro_nf.AutoIAF(
+            model, num_flows=flows, hidden_dims=(hid, hid), skip_connections=name == "AutoIAF+skip"
+        )
     if name == "AutoMAF":
         return pyro_nf.AutoMAF(model, num_flows=flows, hidden_dims=(hid, hid))
     if name == "AutoIAFNormal":
         return AutoIAFNormal(model, hidden_dim=[hid, hid], num_transforms=flows)
     if name == "AutoIAFNormal+skip":  # AutoIAFNormal's construction; it can't pass the option
-        return AutoNormalizingFlow(model, lambda d: iterated(flows, lambda: AffineAutoregressive(
-            AutoRegressiveNN(d, [hid, hid], skip_connections=True))))
+        return AutoNormalizingFlow(
+            model,
+            lambda d: iterated(
+                flows, lambda: AffineAutoregressive(AutoRegressiveNN(d, [hid, hid], skip_connections=True))
+            ),
+        )
     if name == "AutoNormal":
         return AutoNormal(model)
     if name == "PyroMAF":
-        return AutoNormalizingFlow(model, lambda d: ComposeTransformModule(
-            [_PyroMAFLayer(affine_autoregressive(d, hidden_dims=[hid, hid]))
-             for _ in range(flows)]))
+        return AutoNormalizingFlow(
+            model,
+            lambda d: ComposeTransformModule(
+                [_PyroMAFLayer(affine_autoregressive(d, hidden_dims=[hid, hid])) for _ in range(flows)]
+            ),
+        )
     raise ValueError(name)
 
 
 def make_svi(name: str, dim: int, flows: int) -> SVI:
     model = make_model(dim)
-    return SVI(model, make_guide(name, model, dim, flows), pyro.optim.Adam({"lr": 1e-3}),
-               Trace_ELBO())
+    return SVI(model, make_guide(name, model, dim, flows), pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
 
 
 def timed_steps(svi: SVI, n: int) -> float:
@@ -185,16 +199,21 @@ def child(spec: dict) -> None:
     print(json.dumps(out))
 
 
-def measure_memory(guide: str, dim: int, flows: int, threads: int,
-                   cap_gb: float | None = None) -> dict:
+def measure_memory(guide: str, dim: int, flows: int, threads: int, cap_gb: float | None = None) -> dict:
     spec = {"guide": guide, "dim": dim, "flows": flows, "threads": threads, "cap_gb": cap_gb}
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True
+    )
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1][:120]
-        return {"ok": False, "error": f"exit {proc.returncode}: {tail}", "s": float("nan"),
-                "peak_mb": float("nan"), "delta_mb": float("nan")}
+        return {
+            "ok": False,
+            "error": f"exit {proc.returncode}: {tail}",
+            "s": float("nan"),
+            "peak_mb": float("nan"),
+            "delta_mb": float("nan"),
+        }
     return json.loads(lines[-1])
 
 
@@ -219,12 +238,16 @@ def bench_dim(dim: int, args) -> dict[str, dict]:
         ref_runs = res[row["vs"]]["runs"]
         if row["slow"]:  # only its first step was timed: compare with the baseline's median
             ref = statistics.median(ref_runs)
-            row.update(ms=row["first"], ratio=row["first"] / ref, lo=float("nan"),
-                       hi=float("nan"), n="first")
+            row.update(ms=row["first"], ratio=row["first"] / ref, lo=float("nan"), hi=float("nan"), n="first")
             continue
         ratios = [t / ref for t, ref in zip(row["runs"], ref_runs, strict=True)]
-        row.update(ms=statistics.median(row["runs"]), ratio=statistics.median(ratios),
-                   lo=min(ratios), hi=max(ratios), n=f"{args.rounds}x{args.steps}")
+        row.update(
+            ms=statistics.median(row["runs"]),
+            ratio=statistics.median(ratios),
+            lo=min(ratios),
+            hi=max(ratios),
+            n=f"{args.rounds}x{args.steps}",
+        )
     return res
 
 
@@ -244,8 +267,11 @@ def main() -> int:
     p.add_argument("--maf-dim", type=int, default=1000, help="0 skips the MAF-direction check")
     p.add_argument("--cap-gb", type=float, default=8.0)
     p.add_argument("--no-memory", action="store_true", help="skip the per-guide memory column")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: defaults dims 2,10, 3 rounds x 3 steps, MAF check at D=20")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: defaults dims 2,10, 3 rounds x 3 steps, MAF check at D=20",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     if p.parse_known_args()[0].quick:
         p.set_defaults(dims="2,10", rounds=3, steps=3, warmup=1, maf_dim=20)
@@ -257,10 +283,12 @@ def main() -> int:
     dims = [int(d) for d in args.dims.split(",")]
     torch.set_num_threads(args.threads)
     make_svi("AutoNormal", 1, 1).step()  # the process's one-off costs (lazy imports) go here
-    print(f"torch {torch.__version__}, pyro {pyro.__version__}, torch threads {args.threads}, "
-          f"{os.cpu_count()} CPUs; K = {args.flows} layers (AutoIAF*, AutoMAF, AutoIAFNormal*), "
-          f"H = max(2D, 32) (both hidden layers); AutoPlanar 16 layers; {args.rounds} rounds x "
-          f"{args.steps} steps after {1 + args.warmup} warm-up steps\n")
+    print(
+        f"torch {torch.__version__}, pyro {pyro.__version__}, torch threads {args.threads}, "
+        f"{os.cpu_count()} CPUs; K = {args.flows} layers (AutoIAF*, AutoMAF, AutoIAFNormal*), "
+        f"H = max(2D, 32) (both hidden layers); AutoPlanar 16 layers; {args.rounds} rounds x "
+        f"{args.steps} steps after {1 + args.warmup} warm-up steps\n"
+    )
     print("| D | H | guide | first ms | ms/step | n | ratio | vs | ratio range | peak MB | +MB |")
     print("|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|")
     verdicts = []
@@ -268,16 +296,25 @@ def main() -> int:
         res = bench_dim(dim, args)
         for g, row in res.items():
             skip = args.no_memory or row["slow"]
-            mem = ({"peak_mb": float("nan"), "delta_mb": float("nan")} if skip
-                   else measure_memory(g, dim, args.flows, args.threads))
+            mem = (
+                {"peak_mb": float("nan"), "delta_mb": float("nan")}
+                if skip
+                else measure_memory(g, dim, args.flows, args.threads)
+            )
             rng = "n/a" if row["slow"] else f"{row['lo']:.2f}-{row['hi']:.2f}"
-            print(f"| {dim} | {width(dim)} | {g} | {fmt(row['first'])} | {fmt(row['ms'], 2)} | "
-                  f"{row['n']} | {row['ratio']:.3f} | {row['vs']} | {rng} | "
-                  f"{fmt(mem['peak_mb'], 0)} | {fmt(mem['delta_mb'], 0)} |", flush=True)
+            print(
+                f"| {dim} | {width(dim)} | {g} | {fmt(row['first'])} | {fmt(row['ms'], 2)} | "
+                f"{row['n']} | {row['ratio']:.3f} | {row['vs']} | {rng} | "
+                f"{fmt(mem['peak_mb'], 0)} | {fmt(mem['delta_mb'], 0)} |",
+                flush=True,
+            )
         verdicts.append((dim, [res[ours]["ratio"] for ours, _ in PAIRS]))
     for i, (ours, theirs) in enumerate(PAIRS):
-        print(f"\n{ours} / {theirs} median ratio <= 1.1: " + ", ".join(
-            f"D={d} {r[i]:.3f} {'ok' if r[i] <= 1.1 else 'OVER'}" for d, r in verdicts), end="")
+        print(
+            f"\n{ours} / {theirs} median ratio <= 1.1: "
+            + ", ".join(f"D={d} {r[i]:.3f} {'ok' if r[i] <= 1.1 else 'OVER'}" for d, r in verdicts),
+            end="",
+        )
     print()
     if args.maf_dim:
         maf_check(args)
@@ -287,18 +324,25 @@ def main() -> int:
 def maf_check(args) -> None:
     dim, flows, hid = args.maf_dim, 4, width(args.maf_dim)
     est = flows * dim * (dim * hid + hid * hid + 2 * dim * hid) * 4 / 2**30
-    print(f"\nMAF direction at D = {dim}, K = {flows}, H = {hid} (pyro_nf defaults), one SVI step "
-          f"each in a fresh process, {args.threads} thread(s):")
+    print(
+        f"\nMAF direction at D = {dim}, K = {flows}, H = {hid} (pyro_nf defaults), one SVI step "
+        f"each in a fresh process, {args.threads} thread(s):"
+    )
     ours = measure_memory("AutoMAF", dim, flows, args.threads)
-    print(f"- pyro_nf AutoMAF, no cap: {'completed' if ours['ok'] else 'FAILED ' + ours['error']}"
-          f" in {ours['s']:.1f} s, peak RSS {ours['peak_mb']:.0f} MB "
-          f"(+{ours['delta_mb']:.0f} MB over the pre-guide baseline); under 4 GB: "
-          f"{ours['ok'] and ours['peak_mb'] < 4096}", flush=True)
+    print(
+        f"- pyro_nf AutoMAF, no cap: {'completed' if ours['ok'] else 'FAILED ' + ours['error']}"
+        f" in {ours['s']:.1f} s, peak RSS {ours['peak_mb']:.0f} MB "
+        f"(+{ours['delta_mb']:.0f} MB over the pre-guide baseline); under 4 GB: "
+        f"{ours['ok'] and ours['peak_mb'] < 4096}",
+        flush=True,
+    )
     theirs = measure_memory("PyroMAF", dim, flows, args.threads, cap_gb=args.cap_gb)
     what = "completed" if theirs["ok"] else f"FAILED at the cap ({theirs['error']})"
-    print(f"- Pyro affine_autoregressive(...).inv, RLIMIT_AS = {args.cap_gb:g} GB: {what} after "
-          f"{theirs['s']:.1f} s, peak RSS {theirs['peak_mb']:.0f} MB. Estimated need (masked "
-          f"weight copies kept for backward, K*D*(DH+H^2+2DH)*4 B): {est:.3g} GB")
+    print(
+        f"- Pyro affine_autoregressive(...).inv, RLIMIT_AS = {args.cap_gb:g} GB: {what} after "
+        f"{theirs['s']:.1f} s, peak RSS {theirs['peak_mb']:.0f} MB. Estimated need (masked "
+        f"weight copies kept for backward, K*D*(DH+H^2+2DH)*4 B): {est:.3g} GB"
+    )
 
 
 if __name__ == "__main__":

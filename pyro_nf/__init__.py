@@ -4,23 +4,69 @@ Swap ``AutoNormal`` for :class:`AutoIAF`, :class:`AutoMAF` or :class:`AutoPlanar
 :func:`fit` (or Pyro's SVI), and check with :func:`diagnose` / :func:`to_inference_data` whether
 the flow found what mean-field missed; :func:`compare` does it all for several guides at once.
 
-Note: ``pyro_nf.fit`` is the function; its module is importable as ``pyro_nf.fit`` via
-``from pyro_nf.fit import FitResult``.
+The subpackages are the layers of the design, lowest first: ``transforms`` (bijections),
+``guides`` (autoguides and their registry), ``training`` (:func:`fit`), ``evaluation``
+(diagnostics, ArviZ bridge), ``comparison`` (:func:`compare`, report), ``cli`` (``pyro-nf``), and
+``examples`` (built-in models with reference posteriors).
 """
 
-from ._version import __version__
-from .arviz import importance_resample, to_inference_data, to_inference_data_restarts
-from .baselines import AutoDiagonal, AutoFullRank, AutoLowRank, AutoMeanField
-from .compare import Comparison, Reference, compare
-from .diagnostics import Diagnosis, diagnose
-from .fit import EarlyStop, FitResult, fit
-from .guides import AutoFlow, AutoIAF, AutoMAF, AutoPlanar
-from .registry import available_guides, make_guide, register_guide
+__version__ = "0.2.0"
+
+from pyro_nf.comparison import (  # noqa: E402
+    Comparison,
+    FittedGuide,
+    Reference,
+    compare,
+    fit_and_evaluate,
+    to_inference_data_restarts,
+)
+from pyro_nf.evaluation import Diagnosis, diagnose, importance_resample, to_inference_data  # noqa: E402
+from pyro_nf.guides import (  # noqa: E402
+    AutoDiagonal,
+    AutoFlow,
+    AutoFullRank,
+    AutoIAF,
+    AutoLowRank,
+    AutoMAF,
+    AutoMeanField,
+    AutoPlanar,
+    available_guides,
+    make_guide,
+    register_guide,
+)
+from pyro_nf.training import CheckpointError, EarlyStop, FitDivergedError, FitInputError, FitResult, fit  # noqa: E402
+from pyro_nf.transforms import NotInvertibleError, available_transforms, register_transform  # noqa: E402
 
 __all__ = [
     "__version__",
-    "AutoDiagonal", "AutoFlow", "AutoFullRank", "AutoIAF", "AutoLowRank", "AutoMAF",
-    "AutoMeanField", "AutoPlanar", "Comparison", "Diagnosis", "EarlyStop", "FitResult",
-    "Reference", "available_guides", "compare", "diagnose", "fit", "importance_resample",
-    "make_guide", "register_guide", "to_inference_data", "to_inference_data_restarts",
+    "AutoDiagonal",
+    "AutoFlow",
+    "AutoFullRank",
+    "AutoIAF",
+    "AutoLowRank",
+    "AutoMAF",
+    "AutoMeanField",
+    "AutoPlanar",
+    "CheckpointError",
+    "Comparison",
+    "Diagnosis",
+    "EarlyStop",
+    "FitDivergedError",
+    "FitInputError",
+    "FitResult",
+    "FittedGuide",
+    "NotInvertibleError",
+    "Reference",
+    "available_guides",
+    "available_transforms",
+    "compare",
+    "diagnose",
+    "fit",
+    "fit_and_evaluate",
+    "importance_resample",
+    "make_guide",
+    "register_guide",
+    "register_transform",
+    "to_inference_data",
+    "to_inference_data_restarts",
 ]

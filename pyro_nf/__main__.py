@@ -2,7 +2,7 @@
 
 import sys
 
-from pyro_nf.cli import main
+from pyro_nf.cli.command import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,23 +18,23 @@ def is_enumerated(msg: dict) -> bool:
 def hide_non_latent(msg: dict) -> bool:
     """Prototype hide-function: keep only the continuous latent sample sites a guide models
     (observed, subsample and enumerated sites are hidden)."""
-    return (msg["type"] != "sample" or msg["is_observed"] or site_is_subsample(msg)
-            or is_enumerated(msg))
+    return msg["type"] != "sample" or msg["is_observed"] or site_is_subsample(msg) or is_enumerated(msg)
 
 
-def check_model_sites(model: Callable, args: tuple, kwargs: dict, guide_name: str,
-                      allow_subsampled_latents: bool = False) -> poutine.Trace:
+def check_model_sites(
+    model: Callable, args: tuple, kwargs: dict, guide_name: str, allow_subsampled_latents: bool = False
+) -> poutine.Trace:
     """Trace ``model`` once and raise a clear error for sites the guide cannot serve.
 
     Raises:
         ValueError: a discrete latent site that is not enumerated; a latent site inside a
             subsampled plate (unless ``allow_subsampled_latents``); no latent sites at all.
     """
+
     def hide(msg: dict) -> bool:
         return msg["type"] != "sample" or msg["is_observed"] or site_is_subsample(msg)
 
-    trace = poutine.block(poutine.trace(poutine.block(model, hide_fn=hide)).get_trace)(
-        *args, **kwargs)
+    trace = poutine.block(poutine.trace(poutine.block(model, hide_fn=hide)).get_trace)(*args, **kwargs)
     latent = []
     for name, site in trace.iter_stochastic_nodes():
         fn: Any = site["fn"]

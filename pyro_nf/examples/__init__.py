@@ -21,28 +21,30 @@ Examples (latent sites with shapes; reference):
 
 Every model takes its observed data as a keyword that may be ``None`` (prior predictive), names its
 plates (they become ArviZ dims), uses ``.to_event`` for vector sites, and runs under an outer
-vectorised particle plate. Note that ``pyro_nf.examples.funnel`` (etc.) is the model *function*: the
-defining module is shadowed by it, so import module-level names as
-``from pyro_nf.examples.funnel import funnel_sampler``.
+vectorised particle plate. ``pyro_nf.examples.funnel`` (etc.) is the model function; each model's
+module is private (``pyro_nf.examples._funnel``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from ._data import Example
-from .banana import banana, make_banana_example
-from .eight_schools import (
+from pyro_nf._registry import Registry
+from pyro_nf.examples._banana import banana, make_banana_example
+from pyro_nf.examples._data import Example
+from pyro_nf.examples._eight_schools import (
     eight_schools_centered,
     eight_schools_noncentered,
     make_eight_schools_centered_example,
     make_eight_schools_noncentered_example,
 )
-from .funnel import funnel, make_funnel_example
-from .german_credit import german_credit, make_german_credit_example
-from .radon import make_radon_example, radon
+from pyro_nf.examples._funnel import funnel, make_funnel_example
+from pyro_nf.examples._german_credit import german_credit, make_german_credit_example
+from pyro_nf.examples._radon import make_radon_example, radon
 
 __all__ = [
+    "EXAMPLES",
     "Example",
     "available_examples",
     "banana",
@@ -52,21 +54,30 @@ __all__ = [
     "german_credit",
     "get_example",
     "radon",
+    "register_example",
 ]
 
-_BUILDERS: dict[str, Callable[[], Example]] = {
-    "funnel": make_funnel_example,
-    "banana": make_banana_example,
-    "eight_schools_centered": make_eight_schools_centered_example,
-    "eight_schools_noncentered": make_eight_schools_noncentered_example,
-    "german_credit": make_german_credit_example,
-    "radon": make_radon_example,
-}
+#: The example registry: name -> builder ``() -> Example``, easy and exact first.
+EXAMPLES: Registry[Callable[[], Example]] = Registry("example")
+for _name, _builder in (
+    ("funnel", make_funnel_example),
+    ("banana", make_banana_example),
+    ("eight_schools_centered", make_eight_schools_centered_example),
+    ("eight_schools_noncentered", make_eight_schools_noncentered_example),
+    ("german_credit", make_german_credit_example),
+    ("radon", make_radon_example),
+):
+    EXAMPLES.register(_name, _builder)
+
+
+def register_example(name: str, builder: Callable[[], Example] | None = None) -> Any:
+    """Register ``builder() -> Example`` under ``name`` (usable as a decorator)."""
+    return EXAMPLES.register(name, builder)
 
 
 def available_examples() -> list[str]:
     """Names accepted by :func:`get_example`, in registry order (easy and exact first)."""
-    return list(_BUILDERS)
+    return EXAMPLES.names()
 
 
 def get_example(name: str) -> Example:
@@ -79,12 +90,6 @@ def get_example(name: str) -> Example:
         The :class:`Example`.
 
     Raises:
-        KeyError: If ``name`` is unknown; the message lists the available names.
+        ValueError: If ``name`` is unknown; the message lists the available names.
     """
-    try:
-        builder = _BUILDERS[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown example {name!r}; available: {', '.join(available_examples())}"
-        ) from None
-    return builder()
+    return EXAMPLES.make(name)

@@ -121,8 +121,7 @@ def summaries_from_json(
         that the JSON has (MCSE, ESS and labels are dropped).
     """
     return {
-        site: {k: np.asarray(entries[key][k], dtype=np.float64)
-               for k in _SUMMARY_KEYS if k in entries[key]}
+        site: {k: np.asarray(entries[key][k], dtype=np.float64) for k in _SUMMARY_KEYS if k in entries[key]}
         for site, key in names.items()
     }
 

@@ -27,7 +27,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .base import FlowTransform
+from pyro_nf.transforms.base import FlowTransform
 
 
 class Scale(FlowTransform):

@@ -37,8 +37,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .base import FlowTransform
-from .made import MADE
+from pyro_nf.transforms.base import FlowTransform
+from pyro_nf.transforms.made import MADE
 
 
 class AffineAutoregressive(FlowTransform):
@@ -60,10 +60,16 @@ class AffineAutoregressive(FlowTransform):
         True
     """
 
-    def __init__(self, input_dim: int, hidden_dims: Sequence[int] = (32,),
-                 direction: str = "iaf", order: str | Sequence[int] | torch.Tensor = "natural",
-                 max_log_scale: float = 5.0, activation: type[nn.Module] = nn.ReLU,
-                 skip_connections: bool = True) -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dims: Sequence[int] = (32,),
+        direction: str = "iaf",
+        order: str | Sequence[int] | torch.Tensor = "natural",
+        max_log_scale: float = 5.0,
+        activation: type[nn.Module] = nn.ReLU,
+        skip_connections: bool = True,
+    ) -> None:
         super().__init__(input_dim)
         if direction not in ("iaf", "maf"):
             raise ValueError(f"direction must be 'iaf' or 'maf', got {direction!r}")
@@ -71,9 +77,15 @@ class AffineAutoregressive(FlowTransform):
             raise ValueError(f"max_log_scale must be positive, got {max_log_scale!r}")
         self.direction = direction
         self.max_log_scale = float(max_log_scale)
-        self.made = MADE(input_dim, hidden_dims, num_outputs=2, order=order,
-                         activation=activation, zero_output=True,
-                         skip_connections=skip_connections)
+        self.made = MADE(
+            input_dim,
+            hidden_dims,
+            num_outputs=2,
+            order=order,
+            activation=activation,
+            zero_output=True,
+            skip_connections=skip_connections,
+        )
 
     def _shift_log_scale(self, weights: list, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.made.apply_weights(weights, c)
@@ -96,8 +108,7 @@ class AffineAutoregressive(FlowTransform):
             shift, log_scale = self._shift_log_scale(weights, x)
             y = x * torch.exp(log_scale) + shift
         else:
-            y, log_scale = self._sequential(
-                weights, x, lambda x_, m, ls: x_ * torch.exp(ls) + m)
+            y, log_scale = self._sequential(weights, x, lambda x_, m, ls: x_ * torch.exp(ls) + m)
         return y, log_scale.sum(-1)
 
     def _inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,8 +117,7 @@ class AffineAutoregressive(FlowTransform):
             shift, log_scale = self._shift_log_scale(weights, y)
             x = (y - shift) * torch.exp(-log_scale)
         else:
-            x, log_scale = self._sequential(
-                weights, y, lambda y_, m, ls: (y_ - m) * torch.exp(-ls))
+            x, log_scale = self._sequential(weights, y, lambda y_, m, ls: (y_ - m) * torch.exp(-ls))
         return x, log_scale.sum(-1)
 
     def _ladj_from_pair(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -115,5 +125,4 @@ class AffineAutoregressive(FlowTransform):
         return self._shift_log_scale(weights, x if self.direction == "iaf" else y)[1].sum(-1)
 
     def extra_repr(self) -> str:
-        return f"input_dim={self.input_dim}, direction={self.direction!r}, " \
-               f"max_log_scale={self.max_log_scale}"
+        return f"input_dim={self.input_dim}, direction={self.direction!r}, max_log_scale={self.max_log_scale}"

@@ -50,8 +50,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .base import FlowTransform
-from .conditioner import ZeroMLP
+from pyro_nf.transforms.base import FlowTransform
+from pyro_nf.transforms.conditioner import ZeroMLP
 
 
 def coupling_mask(
@@ -75,8 +75,10 @@ def coupling_mask(
             mask = 0
         if isinstance(mask, int):
             if mask < 0 or (input_dim > 1 and 2**mask >= input_dim):
-                raise ValueError(f"mask bit {mask!r} splits nothing for input_dim={input_dim}: it "
-                                 f"must satisfy 0 <= bit and 2**bit < input_dim")
+                raise ValueError(
+                    f"mask bit {mask!r} splits nothing for input_dim={input_dim}: it "
+                    f"must satisfy 0 <= bit and 2**bit < input_dim"
+                )
             transformed = (idx >> mask) % 2 == parity
         elif mask == "half":
             first = idx < (input_dim + 1) // 2

@@ -26,8 +26,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .base import FlowTransform
-from .made import make_order
+from pyro_nf.transforms.base import FlowTransform
+from pyro_nf.transforms.made import make_order
 
 
 class LULinear(FlowTransform):

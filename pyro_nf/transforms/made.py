@@ -41,8 +41,7 @@ def make_order(input_dim: int, order: str | Sequence[int] | torch.Tensor) -> tor
             return torch.arange(input_dim - 1, -1, -1)
         if order == "random":
             return torch.randperm(input_dim)
-        raise ValueError(f"order must be 'natural', 'reversed', 'random' or a permutation, "
-                         f"got {order!r}")
+        raise ValueError(f"order must be 'natural', 'reversed', 'random' or a permutation, got {order!r}")
     perm = torch.as_tensor(order, dtype=torch.long)
     if perm.shape != (input_dim,) or not torch.equal(perm.sort().values, torch.arange(input_dim)):
         raise ValueError(f"order must be a permutation of range({input_dim}), got {order!r}")
@@ -76,15 +75,22 @@ class MADE(nn.Module):
         torch.Size([5, 2, 3])
     """
 
-    def __init__(self, input_dim: int, hidden_dims: Sequence[int], num_outputs: int = 2,
-                 order: str | Sequence[int] | torch.Tensor = "natural",
-                 activation: type[nn.Module] = nn.ReLU, zero_output: bool = True,
-                 skip_connections: bool = True) -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dims: Sequence[int],
+        num_outputs: int = 2,
+        order: str | Sequence[int] | torch.Tensor = "natural",
+        activation: type[nn.Module] = nn.ReLU,
+        zero_output: bool = True,
+        skip_connections: bool = True,
+    ) -> None:
         super().__init__()
         hidden_dims = tuple(hidden_dims)
         if not hidden_dims or any(not isinstance(h, int) or h < 1 for h in hidden_dims):
-            raise ValueError(f"hidden_dims must be a non-empty sequence of positive integers, "
-                             f"got {hidden_dims!r}")
+            raise ValueError(
+                f"hidden_dims must be a non-empty sequence of positive integers, got {hidden_dims!r}"
+            )
         if not isinstance(num_outputs, int) or num_outputs < 1:
             raise ValueError(f"num_outputs must be a positive integer, got {num_outputs!r}")
         self.input_dim, self.hidden_dims, self.num_outputs = input_dim, hidden_dims, num_outputs
@@ -129,8 +135,9 @@ class MADE(nn.Module):
         mods = [*self.layers, self.output]
         return [(m.weight * mask, m.bias) for m, mask in zip(mods, self.masks(), strict=True)]
 
-    def apply_weights(self, weights: list[tuple[torch.Tensor, torch.Tensor]],
-                      x: torch.Tensor) -> torch.Tensor:
+    def apply_weights(
+        self, weights: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor
+    ) -> torch.Tensor:
         """Run the network with pre-masked ``weights`` (from :meth:`masked_weights`)."""
         h = x
         for w, b in weights[:-1]:
@@ -150,5 +157,7 @@ class MADE(nn.Module):
         return self.degrees[None, :] < self.degrees[:, None]
 
     def extra_repr(self) -> str:
-        return f"input_dim={self.input_dim}, hidden_dims={self.hidden_dims}, " \
-               f"num_outputs={self.num_outputs}, skip_connections={self.skip_connections}"
+        return (
+            f"input_dim={self.input_dim}, hidden_dims={self.hidden_dims}, "
+            f"num_outputs={self.num_outputs}, skip_connections={self.skip_connections}"
+        )

@@ -12,8 +12,8 @@ from typing import ClassVar
 
 import torch
 
-from .base import FlowTransform
-from .made import make_order
+from pyro_nf.transforms.base import FlowTransform
+from pyro_nf.transforms.made import make_order
 
 
 class Permute(FlowTransform):
@@ -31,8 +31,7 @@ class Permute(FlowTransform):
     volume_preserving = True
     constant_log_det: ClassVar[bool] = True
 
-    def __init__(self, input_dim: int,
-                 permutation: str | Sequence[int] | torch.Tensor = "reversed") -> None:
+    def __init__(self, input_dim: int, permutation: str | Sequence[int] | torch.Tensor = "reversed") -> None:
         super().__init__(input_dim)
         perm = make_order(input_dim, permutation)
         self.register_buffer("permutation", perm)

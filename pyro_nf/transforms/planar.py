@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import FlowTransform
+from pyro_nf.transforms.base import FlowTransform
 
 # w.u_hat = _MARGIN * ELU(w.u) >= -(1 - 1e-4): strictly inside the invertible region, so the
 # log-det is bounded below by log(1e-4) instead of reaching -inf when exp(w.u) underflows.

@@ -51,9 +51,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import FlowTransform
-from .coupling import Coupling
-from .made import MADE
+from pyro_nf.transforms.base import FlowTransform
+from pyro_nf.transforms.coupling import Coupling
+from pyro_nf.transforms.made import MADE
 
 
 def _check_spline_options(num_bins: int, bound: float, min_bin: float, max_log_derivative: float) -> None:

@@ -1,0 +1,21 @@
+"""Guides: flow guides and Gaussian baselines on one contract, and the name -> factory registry."""
+
+from pyro_nf.guides.baselines import AutoDiagonal, AutoFullRank, AutoLowRank, AutoMeanField
+from pyro_nf.guides.flows import AutoFlow, AutoIAF, AutoMAF, AutoPlanar
+from pyro_nf.guides.registry import available_guides, make_guide, register_guide
+from pyro_nf.transforms import NotInvertibleError
+
+__all__ = [
+    "AutoDiagonal",
+    "AutoFlow",
+    "AutoFullRank",
+    "AutoIAF",
+    "AutoLowRank",
+    "AutoMAF",
+    "AutoMeanField",
+    "AutoPlanar",
+    "NotInvertibleError",
+    "available_guides",
+    "make_guide",
+    "register_guide",
+]

@@ -1,0 +1,124 @@
+r"""Checkpoint files for :func:`pyro_nf.fit`: atomic, code-free, complete.
+
+A checkpoint is a ``torch.save`` file of a dict holding only tensors, numbers, strings, ``None`` and
+lists, tuples and dicts of those, so that it loads with ``torch.load(weights_only=True)``: loading a
+checkpoint can never execute code. Files are written atomically (serialise to memory, write a temporary
+file next to the target, ``fsync``, then ``os.replace``), so a process killed at any moment leaves
+either the previous complete checkpoint or the new complete one, never a truncated file.
+
+This module also captures and restores the random-number-generator states (torch, CUDA when in use,
+Python's ``random`` and NumPy's global generator) as plain data, and offers :func:`preserved_rng`, a
+context manager that runs code without disturbing those streams.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyro_nf.training.errors import CheckpointError
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+#: Value of the ``"format"`` key of every checkpoint this version writes.
+CHECKPOINT_FORMAT = "pyro_nf.fit/1"
+
+# ---------------------------------------------------------------------------------------------------
+# writing and reading
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` atomically.
+
+    The payload is serialised in memory, written to ``<path>.tmp``, flushed and ``fsync``-ed, then
+    renamed over ``path`` (atomic on POSIX and Windows); the directory is ``fsync``-ed where possible.
+
+    Args:
+        path: destination file.
+        payload: dict of plain data (see the module docstring).
+    """
+    path = Path(path)
+    if path.parent != Path(""):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    tmp = path.with_name(path.name + ".tmp")
+    _write_synced(tmp, data)
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):  # directories cannot be opened on Windows
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``, flushed and ``fsync``-ed (a crash leaves at worst a partial file
+    at ``path``, never a partial checkpoint at the destination)."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+_REQUIRED_KEYS = (
+    "format",
+    "step",
+    "losses",
+    "params",
+    "guide_state",
+    "optim_state",
+    "rng",
+    "guard",
+    "config",
+)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, refusing anything but plain data.
+
+    Args:
+        path: the checkpoint file.
+
+    Returns:
+        The payload dict (tensors on the CPU).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: the file is truncated or corrupt, holds anything ``weights_only`` loading
+            refuses (e.g. a pickled callable: it is *not* run), or is not a pyro_nf fit checkpoint.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"refusing checkpoint {str(path)!r}: it holds objects other than tensors and plain "
+            f"data (nothing in it was executed). Torch said: {str(err).splitlines()[0]}"
+        ) from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r} (truncated or corrupt?): {err}") from err
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(
+            f"{str(path)!r} is not a pyro_nf fit checkpoint "
+            f"(format {found!r}, expected {CHECKPOINT_FORMAT!r})"
+        )
+    missing = [k for k in _REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} lacks entries {missing}")
+    return payload

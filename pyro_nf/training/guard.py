@@ -1,0 +1,179 @@
+r"""The divergence guard of :func:`pyro_nf.fit`: snapshots, roll-back, learning-rate back-off.
+
+Before every step the parameters are copied (one ``clone`` per parameter tensor; the copy is the only
+per-step cost). A copy becomes *verified* once the step run with it returns a finite loss. Verified
+copies are kept on a ladder: level 0 is the latest one (one step back); level :math:`j \ge 1` takes
+over level :math:`j-1`'s copy every :data:`LADDER_PERIODS`\ ``[j-1]`` steps, so it is between about
+``8**(j-1)`` and ``8**j`` steps old (no extra copies: the levels share tensors); the last level is the
+fit's starting point. The *r*-th recovery (0-based) restores level ``min(r, last)`` (falling back to an
+older level where one is not yet filled): 1 step back, then about 8, 64, 512 steps back, then the start.
+The optimizer moments are reset and every learning rate multiplied by :data:`RECOVERY_LR_FACTOR`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from pyro.optim import PyroOptim
+
+from pyro_nf.training import setup
+from pyro_nf.training.errors import FitDivergedError
+
+#: The divergence guard multiplies the learning rate by this factor at every recovery.
+RECOVERY_LR_FACTOR = 0.5
+#: Steps between promotions of ladder level j-1 to level j (j = 1, 2, 3).
+LADDER_PERIODS = (8, 64, 512)
+
+Snapshot = dict[str, torch.Tensor]
+
+
+def clone(params: dict[str, torch.Tensor]) -> Snapshot:
+    """Detached copies of the parameter tensors."""
+    return {n: p.detach().clone() for n, p in params.items()}
+
+
+def restore(params: dict[str, torch.Tensor], snapshot: Snapshot) -> None:
+    """Copy a snapshot into the parameters in place (the param store and modules see it)."""
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(snapshot[n])
+
+
+def all_finite(params: dict[str, torch.Tensor]) -> bool:
+    """Whether every parameter entry is finite (one reduction; exact re-check on overflow)."""
+    if not params:
+        return True
+    with torch.no_grad():
+        total = sum(p.detach().sum() for p in params.values())
+        if bool(torch.isfinite(total)):
+            return True
+        return all(bool(torch.isfinite(p).all()) for p in params.values())
+
+
+def current_lr(optim: PyroOptim, default: float) -> float:
+    """Learning rate of the first per-parameter optimizer (``default`` before the first step)."""
+    for opt in setup.torch_optimizers(optim):
+        return float(opt.param_groups[0]["lr"])
+    return default
+
+
+def is_divergence_error(err: Exception) -> bool:
+    """Whether an exception from a step means divergence (a distribution rejecting a parameter or
+    value, a nan/inf, or a failed factorisation) rather than a bug in the model."""
+    if isinstance(err, torch.linalg.LinAlgError):
+        return True
+    text = str(err)
+    return isinstance(err, ValueError) and (
+        "Expected parameter" in text
+        or "Expected value argument" in text
+        or re.search(r"\b(nan|inf)\b", text) is not None
+    )
+
+
+class DivergenceGuard:
+    """Snapshot ladder plus the recover-or-raise rule (see the module docstring).
+
+    Args:
+        params: the fit's parameters (unconstrained tensors of the param store), by name.
+        max_recoveries: recoveries allowed before :class:`FitDivergedError`.
+    """
+
+    def __init__(self, params: dict[str, torch.Tensor], max_recoveries: int) -> None:
+        self.params, self.max_recoveries = params, max_recoveries
+        self.initial = clone(params)
+        self.levels: list[Snapshot | None] = [self.initial] + [None] * len(LADDER_PERIODS)
+        self.recovery_steps: list[int] = []
+        self.candidate: Snapshot | None = None
+        self.last_error: Exception | None = None
+
+    def before_step(self) -> None:
+        """Copy the parameters the coming step starts from."""
+        self.candidate = clone(self.params)
+
+    def verified(self) -> None:
+        """The step just run returned a finite loss: its starting parameters are good."""
+        self.levels[0] = self.candidate
+
+    def completed(self, step: int) -> None:
+        """Step ``step`` (1-based count) finished with finite loss and parameters: promote levels."""
+        for j in range(len(LADDER_PERIODS), 0, -1):
+            if step % LADDER_PERIODS[j - 1] == 0 and self.levels[j - 1] is not None:
+                self.levels[j] = self.levels[j - 1]
+
+    def undo_step(self) -> None:
+        """Put back the parameters the current step started from (KeyboardInterrupt)."""
+        restore(self.params, self.candidate)
+
+    def recover(
+        self,
+        step: int,
+        optim: PyroOptim,
+        lr: float,
+        model: Callable,
+        guide: Callable,
+        args: tuple,
+        kwargs: dict,
+    ) -> None:
+        """Roll back and lower the learning rate, or raise :class:`FitDivergedError`."""
+        r = len(self.recovery_steps)
+        cur_lr = current_lr(optim, lr)
+        if r >= self.max_recoveries:
+            bad_params, sites = setup.diagnose_nonfinite(model, guide, args, kwargs, self.params)
+            restore(self.params, self.levels[0])
+            where = (
+                f"sites with non-finite draws or log densities: {sites}"
+                if sites
+                else "no site had non-finite draws when re-run (the loss itself overflowed)"
+            )
+            raise FitDivergedError(
+                f"SVI diverged at step {step} with learning rate {cur_lr:.3g} after {r} "
+                f"recoveries (max_recoveries={self.max_recoveries}); {where}; non-finite "
+                f"parameters: {bad_params or 'none'}. The guide holds the last verified "
+                "parameters. Try a lower lr, optimizer='clipped_adam', a better-scaled (e.g. "
+                "non-centred) model, or a larger max_recoveries.",
+                step=step,
+                lr=cur_lr,
+                sites=sites,
+                params=bad_params,
+            ) from self.last_error
+        level = min(r, len(self.levels))
+        target = (
+            self.initial
+            if level == len(self.levels)
+            else next((s for s in self.levels[level:] if s is not None), self.initial)
+        )
+        restore(self.params, target)
+        for j in range(min(level, len(self.levels))):
+            self.levels[j] = target
+        for opt in setup.torch_optimizers(optim):
+            opt.state.clear()  # Adam moments from the diverging trajectory would push it back
+            for group in opt.param_groups:
+                group["lr"] *= RECOVERY_LR_FACTOR
+        self.recovery_steps.append(step)
+
+    def final_check(self, loss: float, step: int) -> None:
+        """The last update has no loss yet: if its check loss is non-finite, restore level 0."""
+        if not (math.isfinite(loss) and all_finite(self.params)):
+            restore(self.params, self.levels[0])
+            self.recovery_steps.append(step)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-data state for checkpoints (shared snapshots are saved once by torch.save)."""
+        return {
+            "initial": self.initial,
+            "levels": list(self.levels),
+            "recovery_steps": list(self.recovery_steps),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output, checking the snapshot names match the parameters."""
+        for snap in [state["initial"], *state["levels"]]:
+            if snap is not None and set(snap) != set(self.params):
+                raise ValueError("guard snapshots are for other parameters")
+        self.initial = state["initial"]
+        self.levels = list(state["levels"])
+        self.recovery_steps = [int(s) for s in state["recovery_steps"]]

@@ -1,0 +1,439 @@
+r"""``fit()``: the SVI training loop, with progress, a divergence guard, early stopping and checkpoints.
+
+Example:
+    >>> import pyro, pyro.distributions as dist, torch
+    >>> from pyro.infer.autoguide import AutoNormal
+    >>> from pyro_nf import fit
+    >>> def model(y):
+    ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    ...     with pyro.plate("data", len(y)):
+    ...         pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+    >>> result = fit(model, AutoNormal(model), torch.full((20,), 3.0), num_steps=50, seed=0,
+    ...              progress=False)
+    >>> result.num_steps, result.stop_reason
+    (50, 'completed')
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyro
+import torch
+from pyro.infer import ELBO, SVI
+from pyro.optim import PyroOptim
+from pyro.optim.lr_scheduler import PyroLRScheduler
+from tqdm.auto import tqdm
+
+from pyro_nf._util import capture_rng_state, isolated_rng, restore_rng_state
+from pyro_nf.training import setup
+from pyro_nf.training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    save_checkpoint,
+)
+from pyro_nf.training.errors import CheckpointError
+from pyro_nf.training.guard import (
+    DivergenceGuard,
+    all_finite,
+    current_lr,
+    is_divergence_error,
+    restore,
+)
+
+__all__ = ["STOP_REASONS", "EarlyStop", "FitResult", "fit"]
+
+#: Every value ``FitResult.stop_reason`` can take.
+STOP_REASONS = ("completed", "early_stop", "callback", "interrupted")
+
+
+@dataclass
+class EarlyStop:
+    r"""Stop when the mean loss stops improving: an ELBO plateau.
+
+    After every step (once at least ``max(2 * window, min_steps)`` losses exist) the mean loss of the
+    last ``window`` steps, :math:`\bar L_{new}`, is compared with the mean of the ``window`` steps
+    before, :math:`\bar L_{old}`; the fit stops when
+    :math:`\bar L_{old} - \bar L_{new} < \mathrm{rtol} \cdot \max(|\bar L_{new}|, 1)`, i.e. when the
+    relative improvement over a window is below ``rtol`` (a loss that got worse counts as a plateau).
+
+    Args:
+        window: number of steps per averaging window.
+        rtol: relative improvement below which the fit has converged.
+        min_steps: never stop before this many steps.
+    """
+
+    window: int = 100
+    rtol: float = 1e-3
+    min_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or not self.rtol >= 0 or self.min_steps < 0:
+            raise ValueError(f"invalid {self!r}: need window >= 1, rtol >= 0, min_steps >= 0")
+
+    def should_stop(self, losses: list[float]) -> bool:
+        """Whether the loss history has reached a plateau."""
+        w = self.window
+        if len(losses) < max(2 * w, self.min_steps):
+            return False
+        new = sum(losses[-w:]) / w
+        old = sum(losses[-2 * w : -w]) / w
+        return old - new < self.rtol * max(abs(new), 1.0)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        guide: the fitted guide (its parameters are the last verified-finite ones).
+        losses: loss (negative ELBO estimate) of every step taken, in order, including the steps of
+            earlier runs when resumed from a checkpoint.
+        wall_seconds: wall-clock seconds this call spent (set-up included).
+        num_steps: steps taken in total (``len(losses)``).
+        stop_reason: one of :data:`STOP_REASONS`: ``"completed"`` (``num_steps`` reached),
+            ``"early_stop"`` (plateau, see :class:`EarlyStop`), ``"callback"`` (the callback returned
+            ``True``), ``"interrupted"`` (KeyboardInterrupt;
+            the guide holds the parameters from before the interrupted step).
+        num_recoveries: how often the divergence guard restored parameters.
+        final_lr: learning rate at the end (lower than ``lr`` after decay or recoveries).
+        recovery_steps: the step of each recovery.
+        seed: the ``seed`` given to :func:`fit`.
+        optimizer: optimizer name.
+        loss: ELBO class name (e.g. ``"TraceEnum_ELBO"`` when chosen for enumeration).
+        start_step: the step this call started from (non-zero after ``resume``).
+    """
+
+    guide: Any
+    losses: list[float]
+    wall_seconds: float
+    num_steps: int
+    stop_reason: str
+    num_recoveries: int
+    final_lr: float
+    recovery_steps: list[int] = field(default_factory=list)
+    seed: int | None = None
+    optimizer: str = "adam"
+    loss: str = "Trace_ELBO"
+    start_step: int = 0
+
+    @property
+    def elbo(self) -> float:
+        """ELBO estimate: minus the mean loss of the last ``min(100, max(1, num_steps // 10))`` steps."""
+        if not self.losses:
+            return math.nan
+        k = min(100, max(1, len(self.losses) // 10))
+        return -sum(self.losses[-k:]) / k
+
+
+class _Progress:
+    """tqdm bar on a TTY; otherwise one line per ~10% of the steps; nothing when disabled."""
+
+    def __init__(self, enabled: bool, total: int, initial: int) -> None:
+        self.stream, self.total, self.ema = sys.stderr, total, None
+        self.bar, self.every, self.t0, self.initial = None, 0, time.perf_counter(), initial
+        if not enabled:
+            return
+        if hasattr(self.stream, "isatty") and self.stream.isatty():
+            try:  # a pseudo-terminal may report a 0 x 0 size: tqdm would then draw nothing
+                size = os.get_terminal_size(self.stream.fileno())
+                sized = size.columns > 0 and size.lines > 0
+            except (OSError, ValueError, AttributeError):
+                sized = False
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                file=self.stream,
+                desc="fit",
+                unit="step",
+                dynamic_ncols=sized,
+                ncols=None if sized else 100,
+                nrows=None if sized else 20,
+            )
+        else:
+            self.every = max(1, total // 10)
+
+    def update(self, step: int, loss: float, lr: float) -> None:
+        self.ema = loss if self.ema is None else 0.9 * self.ema + 0.1 * loss
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"elbo={-self.ema:.4g}, lr={lr:.3g}", refresh=False)
+            self.bar.update(1)
+        elif self.every and (step % self.every == 0 or step == self.total):
+            rate = (step - self.initial) / max(time.perf_counter() - self.t0, 1e-9)
+            print(
+                f"fit: step {step}/{self.total} ({100 * step // self.total}%) | elbo "
+                f"{-self.ema:.4g} | {rate:.1f} steps/s | lr {lr:.3g}",
+                file=self.stream,
+                flush=True,
+            )
+
+    def close(self, reason: str, step: int) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.every and reason != "completed":
+            print(f"fit: stopped at step {step} ({reason})", file=self.stream, flush=True)
+
+
+def fit(
+    model: Callable,
+    guide: Callable,
+    *args: Any,
+    num_steps: int = 1000,
+    lr: float = 0.01,
+    optimizer: str | PyroOptim = "adam",
+    lr_decay: float | None = None,
+    loss: ELBO | str | None = None,
+    num_particles: int = 1,
+    vectorize_particles: bool = True,
+    seed: int | None = None,
+    progress: bool = True,
+    early_stop: EarlyStop | bool | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
+    resume: str | os.PathLike | None = None,
+    max_recoveries: int = 5,
+    callback: Callable[[int, float], Any] | None = None,
+    **model_kwargs: Any,
+) -> FitResult:
+    r"""Fit ``guide`` to ``model`` by stochastic variational inference (Pyro's ``SVI``).
+
+    ``args`` and ``model_kwargs`` go to the model and the guide at every step (as NumPyro's
+    ``svi.run``); every fit option is keyword-only, so a model keyword named like one of them cannot
+    be passed through ``**model_kwargs``.
+
+    Before the first step the model is traced once on the arguments: a failure is re-raised as
+    :class:`FitInputError` naming the site, as are observed data holding NaN (unless masked) and a
+    guide that samples sites the model lacks or with other shapes. These checks, Pyro's
+    ``max_plate_nesting`` inference and the guide's parameter set-up run off the random stream.
+
+    Args:
+        model: the Pyro model.
+        guide: a guide for it (any ``AutoGuide`` or guide callable).
+        *args: positional arguments for model and guide.
+        num_steps: total number of SVI steps (when resuming, including the steps already taken).
+        lr: initial learning rate (ignored if ``optimizer`` is a ``PyroOptim``).
+        optimizer: ``"adam"`` (``pyro.optim.Adam``), ``"clipped_adam"`` (``pyro.optim.ClippedAdam``,
+            gradient norm clipped at 10) or any ``pyro.optim.PyroOptim`` instance (an LR scheduler is
+            stepped once per SVI step; ``ReduceLROnPlateau`` gets the loss).
+        lr_decay: if set, the learning rate decays exponentially to ``lr * lr_decay`` at
+            ``num_steps`` (ClippedAdam's ``lrd``, or ``pyro.optim.ExponentialLR`` around Adam).
+        loss: ``None`` picks ``TraceEnum_ELBO`` when the model has sites marked for parallel
+            enumeration (``config_enumerate``) and ``Trace_ELBO`` otherwise; a name from
+            ``"Trace_ELBO"``, ``"TraceEnum_ELBO"``, ``"TraceMeanField_ELBO"``,
+            ``"TraceGraph_ELBO"``; or an ``ELBO`` instance, used as is.
+        num_particles: samples per ELBO estimate (for losses fit() builds).
+        vectorize_particles: draw the particles in one vectorised pass (for losses fit() builds).
+        seed: if given, ``pyro.set_rng_seed(seed)`` first: two fits with one seed, a fresh guide and
+            the same param-store contents give bit-identical losses on CPU.
+        progress: show progress on stderr: a tqdm bar with the smoothed ELBO (exponential moving
+            average), learning rate and steps per second on a terminal; one line per 10% of the
+            steps when stderr is not a terminal (logs); nothing when ``False``.
+        early_stop: ``None``/``False`` (off), ``True`` (``EarlyStop()`` defaults) or an
+            :class:`EarlyStop`; a stop is recorded as ``stop_reason == "early_stop"``.
+        checkpoint: path of a checkpoint file written atomically every ``checkpoint_every`` steps and
+            at the end (see :mod:`pyro_nf.training.checkpoint`). It holds the guide's ``state_dict``, the
+            unconstrained values of all parameters, optimizer and schedule state, RNG states, step,
+            loss history, divergence-guard state; it loads with ``torch.load(weights_only=True)``.
+        checkpoint_every: steps between checkpoints.
+        resume: path of a checkpoint to continue from (usually the same as ``checkpoint``); call
+            with the same model, guide type, arguments and options. The checkpoint's parameters,
+            optimizer state (learning rate included) and RNG states replace the current ones, so the
+            continued loss history is bit-identical to an uninterrupted run; ``seed`` is then
+            ignored. A missing file raises ``FileNotFoundError``.
+        max_recoveries: divergence guard budget. After a step whose loss or updated parameters are
+            non-finite (or whose distributions reject nan/inf values), the last parameters verified
+            to give a finite loss are restored, the optimizer moments reset and the learning rate
+            multiplied by :data:`RECOVERY_LR_FACTOR` (0.5); the failed step is not recorded. One
+            more divergence than ``max_recoveries`` raises :class:`FitDivergedError`.
+        callback: called as ``callback(step, loss)`` after every completed step (after that
+            step's checkpoint, if any, is written); returning ``True`` stops the fit with
+            ``stop_reason == "callback"``. Use it for custom stopping rules, logging or tests.
+        **model_kwargs: keyword arguments for model and guide.
+
+    Returns:
+        A :class:`FitResult`.
+
+    Raises:
+        ValueError: invalid options (e.g. ``num_steps < 1``).
+        FitInputError: the model fails on its arguments, data hold NaN, or the guide does not fit
+            the model.
+        FitDivergedError: the divergence guard ran out of recoveries; it names the step, the
+            learning rate and the sites with non-finite values (the guide keeps the last good
+            parameters).
+        CheckpointError: the ``resume`` file is corrupt, not plain data, or from another fit.
+    """
+    t0 = time.perf_counter()
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be an integer >= 1; got {num_steps!r}")
+    if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be an integer >= 1; got {checkpoint_every!r}")
+    if max_recoveries < 0:
+        raise ValueError(f"max_recoveries must be >= 0; got {max_recoveries!r}")
+    if early_stop is True:
+        early_stop = EarlyStop()
+    elif early_stop is False:
+        early_stop = None
+    elif early_stop is not None and not isinstance(early_stop, EarlyStop):
+        raise ValueError(f"early_stop must be None, a bool or an EarlyStop; got {early_stop!r}")
+    kwargs = model_kwargs
+    if seed is not None and resume is None:
+        pyro.set_rng_seed(seed)
+
+    # --- set-up, all off the random stream ---------------------------------------------------
+    model_trace = setup.trace_model(model, args, kwargs)
+    setup.setup_guide(guide, model_trace, args, kwargs)
+    elbo = setup.make_loss(loss, setup.uses_enumeration(model_trace), num_particles, vectorize_particles)
+    setup.guess_plate_nesting(elbo, model, guide, args, kwargs)
+    optim = setup.make_optimizer(optimizer, lr, lr_decay, num_steps)
+    svi = SVI(model, guide, optim, elbo)
+    store = pyro.get_param_store()
+    named = dict(store.named_parameters())
+    params = {n: named[n] for n in setup.param_names(model, guide, args, kwargs)}
+    opt_name = (
+        optimizer
+        if isinstance(optimizer, str)
+        else getattr(optim, "pt_optim_constructor", type(optim)).__name__
+    )
+    config = {"optimizer": opt_name, "loss": type(elbo).__name__, "num_particles": num_particles}
+    stepper = None
+    if isinstance(optim, PyroLRScheduler):
+        plateau = optim.pt_scheduler_constructor is torch.optim.lr_scheduler.ReduceLROnPlateau
+        stepper = (lambda loss_: optim.step(loss_)) if plateau else (lambda loss_: optim.step())
+
+    losses: list[float] = []
+    stop_reason: str | None = None
+    guard = DivergenceGuard(params, max_recoveries)
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        _load_state(ckpt, guide, params, config, optim, guard, resume)
+        losses = [float(v) for v in ckpt["losses"]]
+        # a completed fit continues when asked for more steps; an early-stopped one stays stopped
+        stop_reason = "early_stop" if ckpt.get("stop_reason") == "early_stop" else None
+        restore_rng_state(ckpt["rng"])
+    start_step = step = len(losses)
+
+    def write_checkpoint() -> None:
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "step": step,
+            "losses": list(losses),
+            "params": {n: p.detach().clone() for n, p in params.items()},
+            "guard": guard.state_dict(),
+            "guide_state": dict(guide.state_dict()) if isinstance(guide, torch.nn.Module) else {},
+            "optim_state": optim.get_state(),
+            "rng": capture_rng_state(),
+            "early_stop": None if early_stop is None else vars(early_stop).copy(),
+            "stop_reason": stop_reason,
+            "config": config,
+            "seed": seed,
+        }
+        save_checkpoint(checkpoint, payload)
+
+    # --- the loop ------------------------------------------------------------------------------
+    bar = _Progress(progress and stop_reason is None and step < num_steps, num_steps, step)
+    with warnings.catch_warnings():
+        # Pyro warns on every NaN loss; here the guard handles them (and reports what it did)
+        warnings.filterwarnings("ignore", message=r"Encountered (NaN|\+/-Inf)")
+        try:
+            while stop_reason is None and step < num_steps:
+                guard.before_step()
+                try:
+                    value = float(svi.step(*args, **kwargs))
+                except KeyboardInterrupt:
+                    guard.undo_step()
+                    stop_reason = "interrupted"
+                    break
+                except (ValueError, RuntimeError) as err:
+                    if not is_divergence_error(err):
+                        raise
+                    guard.last_error, value = err, math.nan
+                if math.isfinite(value):
+                    guard.verified()
+                    if all_finite(params):
+                        losses.append(value)
+                        step += 1
+                        guard.completed(step)
+                        if stepper is not None:
+                            stepper(value)
+                        bar.update(step, value, current_lr(optim, lr))
+                        if early_stop is not None and early_stop.should_stop(losses):
+                            stop_reason = "early_stop"
+                        if checkpoint is not None and step % checkpoint_every == 0:
+                            write_checkpoint()
+                        if callback is not None and callback(step, value) is True:
+                            stop_reason = "callback"
+                        continue
+                guard.recover(step, optim, lr, model, guide, args, kwargs)
+            if stop_reason != "interrupted" and step > start_step:
+                with isolated_rng():  # the last update is not yet verified by a loss: check it
+                    try:
+                        final = svi.evaluate_loss(*args, **kwargs)
+                    except (ValueError, RuntimeError) as err:
+                        if not is_divergence_error(err):
+                            raise
+                        final = math.nan
+                guard.final_check(final, step)
+            stop_reason = stop_reason or "completed"
+            if checkpoint is not None and stop_reason != "interrupted":
+                write_checkpoint()  # records the stop reason (and a final-check restore)
+        finally:
+            bar.close(stop_reason or "error", step)
+    return FitResult(
+        guide=guide,
+        losses=losses,
+        wall_seconds=time.perf_counter() - t0,
+        num_steps=len(losses),
+        stop_reason=stop_reason,
+        num_recoveries=len(guard.recovery_steps),
+        final_lr=current_lr(optim, lr),
+        recovery_steps=list(guard.recovery_steps),
+        seed=seed,
+        optimizer=opt_name,
+        loss=type(elbo).__name__,
+        start_step=start_step,
+    )
+
+
+def _load_state(
+    ckpt: dict,
+    guide: Callable,
+    params: dict[str, torch.Tensor],
+    config: dict,
+    optim: PyroOptim,
+    guard: DivergenceGuard,
+    path: str | os.PathLike,
+) -> None:
+    """Copy a checkpoint's parameters and optimizer state into this fit, after checking they fit."""
+    for key, value in config.items():
+        if ckpt["config"].get(key) != value:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} was written with {key}="
+                f"{ckpt['config'].get(key)!r}; this fit uses {key}={value!r}"
+            )
+    saved = ckpt["params"]
+    if set(saved) != set(params):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is for other parameters: only in the checkpoint "
+            f"{sorted(set(saved) - set(params))}, only in this fit {sorted(set(params) - set(saved))}"
+        )
+    for name, p in params.items():
+        if saved[name].shape != p.shape:
+            raise CheckpointError(
+                f"parameter {name!r} has shape {tuple(saved[name].shape)} in the "
+                f"checkpoint but {tuple(p.shape)} here"
+            )
+    if isinstance(guide, torch.nn.Module) and ckpt["guide_state"]:
+        guide.load_state_dict(ckpt["guide_state"])
+    restore(params, saved)
+    try:
+        guard.load_state_dict(ckpt["guard"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} has an invalid guard state: {err}") from err
+    optim.set_state(ckpt["optim_state"])
