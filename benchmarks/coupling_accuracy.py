@@ -73,7 +73,10 @@ def main() -> None:
     for example in args.examples.split(","):
         for name in args.guides.split(","):
             row = run(example, name, args.steps, args.lr, args.particles, args.lr_decay)
-            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+            print(
+                " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
