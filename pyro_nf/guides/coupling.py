@@ -259,8 +259,15 @@ class AutoNSF(_AutoCoupling):
     so the splines' interval :math:`[-B, B]` covers :math:`B` base standard deviations around the
     base location wherever the posterior sits (outside it they are the identity).
 
-    Defaults: ``num_flows=4``, ``num_bins=8``, ``bound=5``, widths as :class:`AutoNICE`.
-    ``stl=True`` is supported (every layer has a one-pass inverse).
+    A spline maps :math:`[-B, B]` onto itself, so it cannot move mass far; with ``affine=True``
+    (default) each spline coupling is preceded by an affine coupling on the same half, so that a
+    block is the coupling :math:`y_t = \mathrm{RQS}(x_t\,\sigma(x_c) + \mu(x_c);\ \theta(x_c))`
+    (conditional location and scale, then shape). On the banana at 3000 steps the pure spline
+    stack (``affine=False``) reached marginal sds 6.4 / 1.7 (exact 10 / 4.36).
+
+    Defaults: ``num_flows=4`` blocks, ``num_bins=8``, ``bound=5``, ``affine=True``,
+    ``max_log_scale=5``, widths as :class:`AutoNICE`. ``stl=True`` is supported (every layer has
+    a one-pass inverse).
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -271,16 +278,44 @@ class AutoNSF(_AutoCoupling):
         torch.Size([])
     """
 
-    def __init__(self, model: Callable, *, num_bins: int = 8, bound: float = 5.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: Callable,
+        *,
+        num_bins: int = 8,
+        bound: float = 5.0,
+        affine: bool = True,
+        max_log_scale: float = 5.0,
+        **kwargs: Any,
+    ) -> None:
         self.num_bins = check_positive_int("num_bins", num_bins)
         self.bound = check_positive_float("bound", bound)
-        super().__init__(model, num_bins=self.num_bins, bound=self.bound, **kwargs)
+        self.affine = bool(affine)
+        self.max_log_scale = check_positive_float("max_log_scale", max_log_scale)
+        super().__init__(
+            model,
+            num_bins=self.num_bins,
+            bound=self.bound,
+            affine=self.affine,
+            max_log_scale=self.max_log_scale,
+            **kwargs,
+        )
 
     def _make_flows(self, latent_dim: int) -> list[nn.Module]:
         layers: list[nn.Module] = []
         for k in range(self._num_layers(latent_dim, 4)):
             if k > 0:
                 layers.append(make_transform("lu_linear", latent_dim))
+            if self.affine:
+                layers.append(
+                    make_transform(
+                        "affine_coupling",
+                        latent_dim,
+                        parity=k % 2,
+                        max_log_scale=self.max_log_scale,
+                        **self._net(latent_dim),
+                    )
+                )
             layers.append(
                 make_transform(
                     "spline_coupling",

