@@ -26,6 +26,10 @@ HIDDEN = {
     "spline_autoregressive": {"hidden_dims": (7,), "num_bins": 4, "bound": 2.0},
 }
 
+# the inverse of a spline autoregressive layer (IAF direction) is a D-pass sequential solve whose Jacobian
+# autograd builds through all D passes: cap its dimension to keep this test fast
+MAX_DIM = {"spline_autoregressive": 16}
+
 
 def _make(name: str, dim: int, dtype=torch.float64, perturb: float = 0.1, **cfg) -> torch.nn.Module:
     t = make_transform(name, dim, **{**HIDDEN.get(name, {}), **cfg}).to(dtype)
@@ -62,6 +66,7 @@ def _check_against_autograd(t, dim: int) -> None:
 @given(dim=st.integers(1, 64), seed=st.integers(0, 2**16))
 def test_log_det_matches_autograd(name, dim, seed):
     torch.manual_seed(seed)
+    dim = min(dim, MAX_DIM.get(name, dim))
     _check_against_autograd(_make(name, dim), dim)
 
 
