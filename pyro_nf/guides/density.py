@@ -175,7 +175,7 @@ class DiscreteFlowDensity(nn.Module):
         return nn.functional.one_hot(x, self.num_classes).to(self.base_logits)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """:math:`\log p(x)` of integer vectors ``x`` of shape ``(..., D)``."""
+        r""":math:`\log p(x)` of integer vectors ``x`` of shape ``(..., D)``."""
         v = self._one_hot(x)
         for layer in reversed(self.layers):
             v = layer.inverse(v)
