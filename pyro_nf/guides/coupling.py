@@ -23,12 +23,9 @@ coordinate is transformed conditioned on every other one (alternating halves alo
 coordinates 0 and 2). Glow and NSF mix coordinates with their learned linear layers instead and
 alternate the halves.
 
-NICE, RealNVP and Glow act on the base draw :math:`\varepsilon \sim N(\mathrm{loc},
-\mathrm{scale})`, so at initialisation they *are* the diagonal Normal guide, bit for bit (draws and
-log q). A spline is the identity outside :math:`[-B, B]`, so NSF works in standardised
-coordinates: :math:`u \sim N(0, I)`, :math:`z = \mathrm{loc} + \mathrm{scale} \odot f(u)`; its draws
-at initialisation equal the diagonal Normal guide's bit for bit and its log q agrees to float
-rounding (the standardisation's log-det is subtracted separately).
+All four act on the base draw :math:`\varepsilon \sim N(\mathrm{loc}, \mathrm{scale})`, so at
+initialisation they *are* the diagonal Normal guide, bit for bit (draws and log q). NSF can
+instead work in standardised coordinates (``standardise=True``, see :class:`AutoNSF`).
 
 References:
     Dinh, Krueger & Bengio (2014), NICE. https://arxiv.org/abs/1410.8516
@@ -251,23 +248,25 @@ class AutoGlow(_AutoCoupling):
 
 class AutoNSF(_AutoCoupling):
     r"""Neural spline flow guide: ``num_flows`` rational-quadratic spline couplings with an
-    invertible LU-linear layer before each but the first (Durkan et al. 2019), in standardised
-    coordinates:
+    invertible LU-linear layer before each but the first (Durkan et al. 2019).
 
-    .. math:: u \sim N(0, I), \qquad z = \mathrm{loc} + \mathrm{scale} \odot f(u),
+    A spline maps :math:`[-B, B]` onto itself (identity outside), so it cannot move mass far; with
+    ``affine=True`` (default) each spline coupling is preceded by an affine coupling on the same
+    half, so that a block is the coupling
+    :math:`y_t = \mathrm{RQS}(x_t\,\sigma(x_c) + \mu(x_c);\ \theta(x_c))` (conditional location
+    and scale, then shape).
 
-    so the splines' interval :math:`[-B, B]` covers :math:`B` base standard deviations around the
-    base location wherever the posterior sits (outside it they are the identity).
-
-    A spline maps :math:`[-B, B]` onto itself, so it cannot move mass far; with ``affine=True``
-    (default) each spline coupling is preceded by an affine coupling on the same half, so that a
-    block is the coupling :math:`y_t = \mathrm{RQS}(x_t\,\sigma(x_c) + \mu(x_c);\ \theta(x_c))`
-    (conditional location and scale, then shape). On the banana at 3000 steps the pure spline
-    stack (``affine=False``) reached marginal sds 6.4 / 1.7 (exact 10 / 4.36).
+    ``standardise=True`` runs the stack in standardised coordinates,
+    :math:`u \sim N(0, I)`, :math:`z = \mathrm{loc} + \mathrm{scale} \odot f(u)`, so the spline
+    interval covers :math:`B` base sds wherever the posterior sits (draws at initialisation still
+    equal the diagonal Normal guide's bit for bit, log q to float rounding). It trained worse in
+    our runs (banana, 3000 steps, lr 0.005, 16 particles: pure splines sds 6.4 / 1.7, with the
+    affine couplings 5.8 / 3.8; exact 10 / 4.36; a standardised RealNVP stack also lagged), so it
+    is off by default.
 
     Defaults: ``num_flows=4`` blocks, ``num_bins=8``, ``bound=5``, ``affine=True``,
-    ``max_log_scale=5``, widths as :class:`AutoNICE`. ``stl=True`` is supported (every layer has
-    a one-pass inverse).
+    ``standardise=False``, ``max_log_scale=5``, widths as :class:`AutoNICE`. ``stl=True`` is
+    supported (every layer has a one-pass inverse).
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -285,18 +284,21 @@ class AutoNSF(_AutoCoupling):
         num_bins: int = 8,
         bound: float = 5.0,
         affine: bool = True,
+        standardise: bool = False,
         max_log_scale: float = 5.0,
         **kwargs: Any,
     ) -> None:
         self.num_bins = check_positive_int("num_bins", num_bins)
         self.bound = check_positive_float("bound", bound)
         self.affine = bool(affine)
+        self.standardise = bool(standardise)
         self.max_log_scale = check_positive_float("max_log_scale", max_log_scale)
         super().__init__(
             model,
             num_bins=self.num_bins,
             bound=self.bound,
             affine=self.affine,
+            standardise=self.standardise,
             max_log_scale=self.max_log_scale,
             **kwargs,
         )
@@ -335,19 +337,29 @@ class AutoNSF(_AutoCoupling):
         return AffineTransform(loc, scale, event_dim=1)
 
     def get_base_dist(self) -> Normal:
-        """The standard Normal :math:`u` (the learnable location and scale sit in the transform)."""
+        """The base: ``N(loc, scale)``, or ``N(0, I)`` with ``standardise=True`` (then the learnable
+        location and scale sit at the end of the transform)."""
+        if not self.standardise:
+            return super().get_base_dist()
         return Normal(torch.zeros_like(self.loc), torch.ones_like(self.loc)).to_event(1)
 
     def get_transform(self, *args: Any, **kwargs: Any) -> ComposeTransform:
-        """The spline stack followed by :math:`u \\mapsto \\mathrm{loc} + \\mathrm{scale} \\odot u`."""
+        """The layer stack (with ``standardise=True`` followed by :math:`u \\mapsto \\mathrm{loc} +
+        \\mathrm{scale} \\odot u`)."""
+        if not self.standardise:
+            return super().get_transform()
         return ComposeTransform([*self.flows, self._standardisation()])
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> TransformedDistribution:
         """The guide's distribution over the unconstrained latent vector."""
+        if not self.standardise:
+            return super().get_posterior()
         return TransformedDistribution(self.get_base_dist(), [*self.flows, self._standardisation()])
 
     def sample_latent(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Sample the packed unconstrained latent (``stl=True``: path gradient only)."""
+        if not self.standardise:
+            return super().sample_latent(*args, **kwargs)
         posterior = self.get_posterior(*args, **kwargs)
         if self.stl:
             layers = [DetachedLayer(layer) for layer in self.flows]
