@@ -38,7 +38,16 @@ from pyro_nf.guides import (  # noqa: E402
     make_guide,
     register_guide,
 )
-from pyro_nf.training import CheckpointError, EarlyStop, FitDivergedError, FitInputError, FitResult, fit  # noqa: E402
+from pyro_nf.training import (  # noqa: E402
+    CheckpointError,
+    DataParallel,
+    EarlyStop,
+    FitDivergedError,
+    FitInputError,
+    FitResult,
+    fit,
+    shard,
+)
 from pyro_nf.transforms import NotInvertibleError, available_transforms, register_transform  # noqa: E402
 
 __all__ = [
@@ -57,6 +66,7 @@ __all__ = [
     "AutoRealNVP",
     "CheckpointError",
     "Comparison",
+    "DataParallel",
     "Diagnosis",
     "EarlyStop",
     "FitDivergedError",
@@ -75,6 +85,7 @@ __all__ = [
     "make_guide",
     "register_guide",
     "register_transform",
+    "shard",
     "to_inference_data",
     "to_inference_data_restarts",
 ]

@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -53,10 +53,19 @@ class Registry(Generic[F]):
 
     def get(self, name: str) -> F:
         """The factory registered under ``name``."""
-        try:
-            return self._factories[name]
-        except (KeyError, TypeError):
-            raise ValueError(f"unknown {self.kind} {name!r}; known: {', '.join(self._factories)}") from None
+        if not isinstance(name, str) or name not in self._factories:
+            self.check([name])
+        return self._factories[name]
+
+    def check(self, names: Iterable[str]) -> list[str]:
+        """``list(names)`` if every name is registered, else one ``ValueError`` naming all unknown ones."""
+        names = list(names)
+        unknown = [n for n in names if n not in self._factories]
+        if unknown:
+            plural = "s" if len(unknown) > 1 else ""
+            shown = ", ".join(map(repr, unknown))
+            raise ValueError(f"unknown {self.kind}{plural} {shown}; known: {', '.join(self._factories)}")
+        return names
 
     def make(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Call the factory registered under ``name``."""

@@ -12,13 +12,25 @@ from pyro.poutine.util import site_is_subsample
 
 def is_enumerated(msg: dict) -> bool:
     """Whether a sample site is enumerated in parallel (left to ``TraceEnum_ELBO``)."""
-    return (msg.get("infer") or {}).get("enumerate") == "parallel"
+    return msg.get("type") == "sample" and (msg.get("infer") or {}).get("enumerate") == "parallel"
+
+
+def is_latent(msg: dict) -> bool:
+    """The one definition of a latent site: a sample site that is not observed, not a plate's
+    subsample indices and not a guide's auxiliary variable. (Enumerated discrete sites are latent
+    too; guides hide them with :func:`hide_non_latent` and leave them to ``TraceEnum_ELBO``.)"""
+    return (
+        msg["type"] == "sample"
+        and not msg["is_observed"]
+        and not site_is_subsample(msg)
+        and not (msg.get("infer") or {}).get("is_auxiliary")
+    )
 
 
 def hide_non_latent(msg: dict) -> bool:
     """Prototype hide-function: keep only the continuous latent sample sites a guide models
     (observed, subsample and enumerated sites are hidden)."""
-    return msg["type"] != "sample" or msg["is_observed"] or site_is_subsample(msg) or is_enumerated(msg)
+    return not is_latent(msg) or is_enumerated(msg)
 
 
 def check_model_sites(
@@ -32,7 +44,7 @@ def check_model_sites(
     """
 
     def hide(msg: dict) -> bool:
-        return msg["type"] != "sample" or msg["is_observed"] or site_is_subsample(msg)
+        return not is_latent(msg)
 
     trace = poutine.block(poutine.trace(poutine.block(model, hide_fn=hide)).get_trace)(*args, **kwargs)
     latent = []

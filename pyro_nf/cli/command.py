@@ -145,14 +145,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _check_guide_names(names: Sequence[str]) -> None:
-    from pyro_nf.comparison import available_guides
+    from pyro_nf.comparison import GUIDES
 
-    known = available_guides()
-    bad = [n for n in names if n not in known]
-    if bad:
-        raise InputError(f"unknown guide(s) {', '.join(bad)}; known guides: {', '.join(known)}")
     if not names:
-        raise InputError(f"no guide given; known guides: {', '.join(known)}")
+        raise InputError(f"no guide given; known: {', '.join(GUIDES.names())}")
+    try:
+        GUIDES.check(names)
+    except ValueError as e:
+        raise InputError(str(e)) from None
 
 
 def _load(args: argparse.Namespace) -> ModelSpec:

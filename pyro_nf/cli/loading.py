@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 from pyro import poutine
-from pyro.poutine.util import site_is_subsample
+
+from pyro_nf._sites import is_latent
 
 __all__ = ["InputError", "ModelSpec", "check_model", "load_data", "load_model"]
 
@@ -197,10 +198,6 @@ def check_model(model: Callable, data: dict[str, Any], name: str = "model") -> N
             trace = poutine.trace(model).get_trace(**data)
     except Exception as e:  # the user's model may raise anything on bad data
         raise InputError(f"calling {name} on the data failed: {type(e).__name__}: {_one_line(e)}") from e
-    latent = [
-        n
-        for n, s in trace.nodes.items()
-        if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
-    ]
+    latent = [n for n, s in trace.nodes.items() if is_latent(s)]
     if not latent:
         raise InputError(f"{name} is not a Pyro model: calling it records no latent pyro.sample site")

@@ -8,9 +8,11 @@ from pyro_nf.comparison.reference import Reference, latent_supports
 from pyro_nf.comparison.result import Comparison
 from pyro_nf.comparison.run import DEFAULT_FIT_KWARGS, DEFAULT_GUIDES, DEFAULT_NUM_STEPS, compare
 from pyro_nf.guides import available_guides
+from pyro_nf.guides.registry import GUIDES
 from pyro_nf.training import FitInputError
 
 __all__ = [
+    "GUIDES",
     "DEFAULT_FIT_KWARGS",
     "DEFAULT_GUIDES",
     "DEFAULT_NUM_STEPS",

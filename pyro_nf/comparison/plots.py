@@ -30,6 +30,8 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from pyro_nf.evaluation.diagnostics import KHAT_GOOD, KHAT_USABLE, khat_band
+
 __all__ = [
     "DPI",
     "ELBO_FIGSIZE",
@@ -49,6 +51,10 @@ ELBO_FIGSIZE = (8.0, 4.5)
 PAIR_PANEL = (3.2, 2.8)
 _REF_COLOR = "0.6"
 _MAX_POINTS = 1000
+
+
+#: Bar colour of each k-hat band (:func:`pyro_nf.evaluation.diagnostics.khat_band`).
+_BAND_COLORS = {"good": "tab:green", "usable": "tab:orange", "unreliable": "tab:red", "unknown": "0.6"}
 
 
 def _color(i: int) -> Any:
@@ -300,16 +306,16 @@ def plot_khat(table: pd.DataFrame) -> Figure:
     khat = table["khat"].astype(float)
     fig = Figure(figsize=(max(4.0, 1.2 * len(khat)), 3.5))
     ax = fig.subplots()
-    colors = ["tab:green" if k < 0.5 else "tab:orange" if k < 0.7 else "tab:red" for k in khat.fillna(np.inf)]
+    colors = [_BAND_COLORS[khat_band(float(k))] for k in khat]
     heights = khat.fillna(0.0).clip(upper=3.0)
     ax.bar(range(len(khat)), heights, color=colors)
     for i, k in enumerate(khat):
         ax.text(i, float(heights.iloc[i]) + 0.02, f"{k:.2f}", ha="center", va="bottom", fontsize="small")
-    ax.axhline(0.5, color="tab:orange", ls="--", lw=1)
-    ax.axhline(0.7, color="tab:red", ls="--", lw=1)
+    ax.axhline(KHAT_GOOD, color="tab:orange", ls="--", lw=1)
+    ax.axhline(KHAT_USABLE, color="tab:red", ls="--", lw=1)
     ax.set_xticks(range(len(khat)), [str(i) for i in khat.index])
     ax.set_ylabel("Pareto k-hat")
     ax.set_ylim(0, max(1.0, float(heights.max()) + 0.15))
-    ax.set_title("PSIS k-hat (< 0.7 usable, < 0.5 good)")
+    ax.set_title(f"PSIS k-hat (<= {KHAT_USABLE} usable, < {KHAT_GOOD} good)")
     fig.tight_layout()
     return fig

@@ -18,8 +18,9 @@ import pandas as pd
 import pyro
 import torch
 from pyro import poutine
-from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
+
+from pyro_nf._sites import is_latent
 
 if TYPE_CHECKING:
     import arviz as az
@@ -243,11 +244,7 @@ def _aggregate(errors: pd.DataFrame) -> dict[str, float]:
 def latent_supports(model: Callable, *args: Any, **model_kwargs: Any) -> dict[str, Any]:
     """Support constraint of every latent (unobserved) sample site, from one model trace."""
     trace = poutine.trace(model).get_trace(*args, **model_kwargs)
-    return {
-        name: site["fn"].support
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
-    }
+    return {name: site["fn"].support for name, site in trace.nodes.items() if is_latent(site)}
 
 
 def _unconstrain(x: np.ndarray, support: Any) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pyro_nf.comparison import plots
+from pyro_nf.evaluation.diagnostics import khat_band
 
 if TYPE_CHECKING:
     from pyro_nf.comparison.result import Comparison
@@ -99,12 +100,13 @@ def interpret(table: pd.DataFrame, errors: pd.DataFrame | None = None) -> list[s
     k = table["khat"].astype(float)
     out = []
     kb = k[base]
-    if kb > 0.7:
+    band = khat_band(float(kb))
+    if band in ("unreliable", "unknown"):
         out.append(
             f"{base}'s k-hat {kb:.2f} > 0.7: its importance weights are heavy-tailed, "
             "so its draws are unreliable."
         )
-    elif kb > 0.5:
+    elif band == "usable":
         out.append(
             f"{base}'s k-hat {kb:.2f} is between 0.5 and 0.7: usable, but importance "
             "resampling or a richer guide would help."

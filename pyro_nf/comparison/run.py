@@ -26,7 +26,7 @@ from pyro_nf.comparison.reference import (
     wasserstein_unconstrained,
 )
 from pyro_nf.comparison.result import Comparison
-from pyro_nf.guides.registry import available_guides
+from pyro_nf.guides.registry import GUIDES
 
 __all__ = ["DEFAULT_FIT_KWARGS", "DEFAULT_GUIDES", "DEFAULT_NUM_STEPS", "compare"]
 
@@ -45,13 +45,7 @@ DEFAULT_FIT_KWARGS: dict[str, Any] = {"num_steps": DEFAULT_NUM_STEPS, "lr": 0.05
 
 def _check_guides(guides: Sequence[str], guide_kwargs: Mapping[str, Any]) -> list[str]:
 
-    names = [guides] if isinstance(guides, str) else list(guides)
-    known = available_guides()
-    unknown = [g for g in names if g not in known]
-    if unknown:
-        raise ValueError(
-            f"unknown guide(s) {', '.join(map(repr, unknown))}; known guides: {', '.join(known)}"
-        )
+    names = GUIDES.check([guides] if isinstance(guides, str) else guides)
     if not names or len(set(names)) != len(names):
         raise ValueError(f"guides must be a non-empty list of distinct names, got {names}")
     stray = set(guide_kwargs) - set(names)

@@ -33,7 +33,7 @@ import torch
 import xarray as xr
 
 from pyro_nf.evaluation import draws as _traces
-from pyro_nf.evaluation.diagnostics import KHAT_USABLE, psis
+from pyro_nf.evaluation.diagnostics import KHAT_USABLE, importance_ess, khat_band, psis
 
 __all__ = ["importance_resample", "to_inference_data", "stack_chains"]
 
@@ -250,7 +250,7 @@ def importance_resample(
     if "sample_stats" not in idata.groups() or "log_weight" not in idata.sample_stats:
         raise ValueError("idata has no sample_stats.log_weight; build it with pyro_nf.to_inference_data")
     smoothed, khat = psis(idata.sample_stats["log_weight"].values.reshape(-1))
-    if not khat <= KHAT_USABLE:
+    if khat_band(khat) in ("unreliable", "unknown"):
         message = (
             f"Pareto k-hat = {khat:.2f} > {KHAT_USABLE}: the guide misses too much posterior "
             "mass for importance resampling to correct it; fit a richer guide"
@@ -262,7 +262,7 @@ def importance_resample(
         seed = int(np.random.randint(0, 2**31 - 1))
     n = smoothed.size if num_draws is None else int(num_draws)
     index = _systematic_resample(smoothed, n, np.random.default_rng(seed))
-    ess = float(1.0 / np.exp(2.0 * smoothed).sum())
+    ess = importance_ess(smoothed)
     attrs = {"importance_resampled": "psis-systematic", "resample_khat": float(khat), "resample_ess": ess}
     groups = {}
     for name in idata.groups():

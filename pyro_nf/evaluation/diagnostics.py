@@ -83,6 +83,37 @@ def psis(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
     return np.asarray(smoothed), float(khat)
 
 
+def khat_band(khat: float) -> str:
+    r"""The one reading of a Pareto k-hat (Yao et al. 2018) that the verdict, the report and the
+    plots share: ``"good"`` (:math:`\hat k < 0.5`), ``"usable"`` (:math:`0.5 \le \hat k \le 0.7`),
+    ``"unreliable"`` (:math:`\hat k > 0.7`) or ``"unknown"`` (NaN or :math:`+\infty`: too few draws).
+
+    Example:
+        >>> [khat_band(k) for k in (0.2, 0.7, 0.71, float("nan"))]
+        ['good', 'usable', 'unreliable', 'unknown']
+    """
+    if math.isnan(khat) or khat == math.inf:
+        return "unknown"
+    if khat < KHAT_GOOD:
+        return "good"
+    if khat <= KHAT_USABLE:
+        return "usable"
+    return "unreliable"
+
+
+def importance_ess(log_weights: np.ndarray) -> float:
+    r"""Importance-sampling effective sample size :math:`1 / \sum_s \tilde w_s^2` of log weights
+    (normalised here; pass PSIS-smoothed ones for the smoothed ESS).
+
+    Example:
+        >>> round(importance_ess(np.zeros(100)), 6)
+        100.0
+    """
+    lw = np.asarray(log_weights, dtype=np.float64).ravel()
+    lw = lw - _logsumexp(lw)
+    return float(1.0 / np.exp(_logsumexp(2.0 * lw)))
+
+
 def verdict(khat: float) -> str:
     """Yao et al.'s (2018) reading of a Pareto k-hat, in words.
 
@@ -90,14 +121,15 @@ def verdict(khat: float) -> str:
         >>> verdict(0.3).split(":")[0]
         'good'
     """
-    if math.isnan(khat) or khat == math.inf:
+    band = khat_band(khat)
+    if band == "unknown":
         return "unknown: too few draws in the tail to estimate k-hat; draw more samples (num_samples)"
-    if khat < KHAT_GOOD:
+    if band == "good":
         return (
             "good: the guide covers the posterior; its draws can be used as they are for "
             "means, variances and intervals"
         )
-    if khat <= KHAT_USABLE:
+    if band == "usable":
         return (
             "usable with PSIS correction: the guide misses some posterior mass, so plain "
             "guide draws are biased; reweight them (pyro_nf.importance_resample) before "
@@ -174,7 +206,7 @@ class Diagnosis:
             khat=khat,
             num_draws=s,
             num_tail=int(math.ceil(min(s / 5.0, 3.0 * math.sqrt(s)))),
-            ess=float(1.0 / np.exp(_logsumexp(2.0 * smoothed))),
+            ess=importance_ess(smoothed),
             elbo=float(lw.mean()),
             elbo_se=float(finite.std(ddof=1) / math.sqrt(finite.size)) if finite.size > 1 else math.nan,
             iwelbo=float(_logsumexp(lw) - math.log(s)),

@@ -35,6 +35,8 @@ from pyro.ops import packed
 from pyro.ops.contract import contract_to_tensor
 from pyro.poutine.util import prune_subsample_sites
 
+from pyro_nf._sites import is_enumerated
+
 PARTICLE_PLATE = "_pyro_nf_particles"
 
 
@@ -187,7 +189,7 @@ def inspect_model(model: Callable, guide: Callable, args: tuple, kwargs: dict) -
             layout.observed_values[name] = site["value"].detach().cpu().numpy().reshape(lay.kept_shape)
         else:
             if name not in guide_trace.nodes:
-                if site["infer"].get("enumerate") != "parallel":
+                if not is_enumerated(site):
                     raise ValueError(
                         f"The model's latent site {name!r} is neither in the guide nor marked for "
                         "enumeration, so its values would come from the prior and log p would "

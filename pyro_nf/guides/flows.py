@@ -21,57 +21,119 @@ from typing import Any, ClassVar
 
 import pyro
 import torch
-from pyro.distributions import Normal, TransformedDistribution, constraints
+from pyro.distributions import Normal, TorchDistribution, TransformedDistribution, constraints
 from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_median
 from pyro.nn import PyroParam
 from torch import nn
-from torch.distributions import ComposeTransform, biject_to
+from torch.distributions import AffineTransform, ComposeTransform, biject_to
 
 from pyro_nf._util import check_positive_float, check_positive_int, isolated_rng
 from pyro_nf.guides.contract import _ContinuousMixin
 from pyro_nf.guides.stl import StickingTheLanding, detached_flow
-from pyro_nf.transforms import AffineAutoregressive, Planar
+from pyro_nf.transforms import make_transform
+from pyro_nf.transforms.registry import TRANSFORMS
 
 _QUANTILE_DRAWS = 4000
 
 
-class AutoFlow(_ContinuousMixin, AutoContinuous):
-    r"""Base class: a learnable diagonal Normal pushed through a stack of flow layers.
+LayerSpec = str | Callable[..., nn.Module]
 
-    Subclasses implement :meth:`_make_flows`. See the module docstring for the maths.
+
+class AutoFlow(_ContinuousMixin, AutoContinuous):
+    r"""A learnable diagonal Normal pushed through a stack of registered flow layers.
+
+    The layers come from the transform registry (:func:`pyro_nf.register_transform`): ``layers`` is
+    a registered name or a factory ``factory(input_dim, **cfg) -> FlowTransform`` repeated
+    ``num_flows`` times, or a sequence of them (one per layer, or one block repeated ``num_flows``
+    times). ``layer_kwargs`` is a dict of options for every layer, or a function
+    ``(k, input_dim) -> dict`` giving layer ``k``'s options (e.g. alternating variable orders). A layer
+    registered by a third party is thereby usable in a guide, in :func:`pyro_nf.compare` and on the
+    command line (through :func:`pyro_nf.register_guide`). See the module docstring for the maths.
 
     Args:
         model: a Pyro model.
-        num_flows: number of flow layers :math:`K`.
+        layers: layer name(s) or factory(ies), see above.
+        num_flows: how often ``layers`` is repeated (default 1 for a sequence, 4 for one layer).
+        layer_kwargs: options for the layer factories.
         init_loc_fn: per-site initialisation of the base ``loc`` (default ``init_to_median``).
         init_scale: initial base scale (default 0.1, as ``AutoNormal``).
+        stl: train with the sticking-the-landing gradient (:mod:`pyro_nf.guides.stl`).
+
+    Example:
+        >>> import pyro, pyro.distributions as dist
+        >>> def model():
+        ...     pyro.sample("x", dist.Normal(0., 1.).expand([3]).to_event(1))
+        >>> guide = AutoFlow(model, layers=["planar", "iaf"], num_flows=2,
+        ...                  layer_kwargs=lambda k, d: {"hidden_dims": (8,)} if k % 2 else {})
+        >>> guide()["x"].shape, [type(f).__name__ for f in guide.flows]
+        (torch.Size([3]), ['Planar', 'AffineAutoregressive', 'Planar', 'AffineAutoregressive'])
     """
+
+    #: default repetitions of a single layer spec
+    default_num_flows: ClassVar[int] = 4
 
     def __init__(
         self,
         model: Callable,
         *,
-        num_flows: int,
+        layers: LayerSpec | Sequence[LayerSpec],
+        num_flows: int | None = None,
+        layer_kwargs: dict[str, Any] | Callable[[int, int], dict[str, Any]] | None = None,
         init_loc_fn: Callable = init_to_median,
         init_scale: float = 0.1,
+        stl: bool = False,
         **config: Any,
     ) -> None:
+        block = [layers] if isinstance(layers, str) or callable(layers) else list(layers)
+        if not block:
+            raise ValueError("layers must name at least one flow layer")
+        for spec in block:
+            if isinstance(spec, str):
+                TRANSFORMS.get(spec)  # unknown names fail here, listing the known ones
+            elif not callable(spec):
+                raise ValueError(f"layers entries must be registered names or factories, got {spec!r}")
+        if num_flows is None:
+            num_flows = self.default_num_flows if len(block) == 1 else 1
         self.num_flows = check_positive_int("num_flows", num_flows)
+        self.layer_specs = block * self.num_flows
+        if layer_kwargs is not None and not (isinstance(layer_kwargs, dict) or callable(layer_kwargs)):
+            raise ValueError(
+                f"layer_kwargs must be a dict or a function (k, input_dim) -> dict, got {layer_kwargs!r}"
+            )
+        self.layer_kwargs = layer_kwargs
         self._init_scale = check_positive_float("init_scale", init_scale)
+        self.stl = bool(stl)
         super().__init__(model, init_loc_fn=init_loc_fn)
+        names = [s if isinstance(s, str) else getattr(s, "__name__", repr(s)) for s in block]
         self._init_contract(
             {
-                "num_flows": num_flows,
+                "layers": names,
+                "num_flows": self.num_flows,
                 "init_scale": self._init_scale,
                 "init_loc_fn": getattr(init_loc_fn, "__name__", repr(init_loc_fn)),
+                "stl": self.stl,
                 **config,
             }
         )
 
     # -- construction -------------------------------------------------------------------------
+    def _layer_config(self, k: int, latent_dim: int) -> dict[str, Any]:
+        """Options of layer ``k`` (override in subclasses; default: ``layer_kwargs``)."""
+        if self.layer_kwargs is None:
+            return {}
+        if callable(self.layer_kwargs):
+            return dict(self.layer_kwargs(k, latent_dim))
+        return dict(self.layer_kwargs)
+
     def _make_flows(self, latent_dim: int) -> list[nn.Module]:
-        raise NotImplementedError  # abstract: subclasses implement it
+        flows = []
+        for k, spec in enumerate(self.layer_specs):
+            cfg = self._layer_config(k, latent_dim)
+            flows.append(
+                make_transform(spec, latent_dim, **cfg) if isinstance(spec, str) else spec(latent_dim, **cfg)
+            )
+        return flows
 
     def _create_params(self, loc: torch.Tensor) -> None:
         self.loc = nn.Parameter(loc)
@@ -96,24 +158,40 @@ class AutoFlow(_ContinuousMixin, AutoContinuous):
 
     # -- the posterior ------------------------------------------------------------------------
     def get_base_dist(self) -> Normal:
-        return Normal(self.loc, self.scale).to_event(1)
+        r"""A standard Normal on :math:`\mathbb{R}^D`, Pyro's convention for flow guides (what
+        ``NeuTraReparam`` hands to NUTS as the warped space): ``get_posterior()`` is this base pushed
+        through :meth:`get_transform`."""
+        zero = torch.zeros_like(self.loc)
+        return Normal(zero, torch.ones_like(zero)).to_event(1)
 
     def get_transform(self, *args: Any, **kwargs: Any) -> ComposeTransform:
-        """The flow layers composed: ``get_posterior()`` is the base pushed through this map."""
-        return ComposeTransform(list(self.flows))
+        """The whole map from the standard-Normal base to the unconstrained latent: the affine
+        ``loc + scale * eps`` followed by the flow layers (so ``NeuTraReparam`` with this guide gives
+        NUTS a space in which the fitted posterior is standard Normal)."""
+        return ComposeTransform([AffineTransform(self.loc, self.scale, event_dim=1), *self.flows])
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> TransformedDistribution:
-        """The guide's distribution over the unconstrained latent vector."""
-        return TransformedDistribution(self.get_base_dist(), list(self.flows))
+        """The guide's distribution over the unconstrained latent vector: the learnable diagonal
+        Normal ``N(loc, scale^2)`` pushed through the flow layers (the same distribution as
+        ``get_base_dist()`` pushed through ``get_transform()``)."""
+        return TransformedDistribution(Normal(self.loc, self.scale).to_event(1), list(self.flows))
 
-    def sample_latent(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """Sample the packed unconstrained latent (with ``stl=True``, its log q carries only the
-        path gradient: see :mod:`pyro_nf.guides.stl`)."""
+    def latent_distribution(self, *args: Any, **kwargs: Any) -> TorchDistribution:
+        """What :meth:`sample_latent` draws from: :meth:`get_posterior`, or with ``stl=True`` the
+        same draws scored with detached parameters (only the path gradient: :mod:`pyro_nf.guides.stl`)."""
         posterior = self.get_posterior(*args, **kwargs)
-        if getattr(self, "stl", False):
+        if self.stl:
             base = Normal(self.loc.detach(), self.scale.detach()).to_event(1)
             posterior = StickingTheLanding(posterior, detached_flow(base, list(self.flows)))
-        return pyro.sample(f"_{self._pyro_name}_latent", posterior, infer={"is_auxiliary": True})
+        return posterior
+
+    def sample_latent(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Sample the packed unconstrained latent from :meth:`latent_distribution`."""
+        return pyro.sample(
+            f"_{self._pyro_name}_latent",
+            self.latent_distribution(*args, **kwargs),
+            infer={"is_auxiliary": True},
+        )
 
     @torch.no_grad()
     def quantiles(
@@ -171,10 +249,9 @@ class AutoPlanar(AutoFlow):
         init_loc_fn: Callable = init_to_median,
         init_scale: float = 0.1,
     ) -> None:
-        super().__init__(model, num_flows=num_flows, init_loc_fn=init_loc_fn, init_scale=init_scale)
-
-    def _make_flows(self, latent_dim: int) -> list[nn.Module]:
-        return [Planar(latent_dim) for _ in range(self.num_flows)]
+        super().__init__(
+            model, layers="planar", num_flows=num_flows, init_loc_fn=init_loc_fn, init_scale=init_scale
+        )
 
 
 class _AutoAutoregressive(AutoFlow):
@@ -202,37 +279,35 @@ class _AutoAutoregressive(AutoFlow):
         self.hidden_dims = hidden_dims
         self.max_log_scale = check_positive_float("max_log_scale", max_log_scale)
         self.skip_connections = bool(skip_connections)
-        self.stl = self.default_stl if stl is None else bool(stl)
         super().__init__(
             model,
+            layers=self.direction,
             num_flows=num_flows,
             init_loc_fn=init_loc_fn,
             init_scale=init_scale,
+            stl=self.default_stl if stl is None else bool(stl),
             hidden_dims=hidden_dims,
             max_log_scale=self.max_log_scale,
             skip_connections=self.skip_connections,
-            stl=self.stl,
         )
 
-    @staticmethod
-    def default_hidden_dims(latent_dim: int) -> tuple[int, int]:
-        """Two hidden layers of width ``max(2 D, 32)``."""
-        width = max(2 * latent_dim, 32)
+    #: the default hidden width never exceeds this (at D = 5000, max(2 D, 32) would give one layer
+    #: ~10^9 weights); MADE allows widths below D (coarser degree groups, still autoregressive)
+    max_default_width: ClassVar[int] = 512
+
+    @classmethod
+    def default_hidden_dims(cls, latent_dim: int) -> tuple[int, int]:
+        """Two hidden layers of width ``min(max(2 D, 32), 512)``."""
+        width = min(max(2 * latent_dim, 32), cls.max_default_width)
         return (width, width)
 
-    def _make_flows(self, latent_dim: int) -> list[nn.Module]:
-        hidden = self.hidden_dims or self.default_hidden_dims(latent_dim)
-        return [
-            AffineAutoregressive(
-                latent_dim,
-                hidden,
-                direction=self.direction,
-                order="natural" if k % 2 == 0 else "reversed",
-                max_log_scale=self.max_log_scale,
-                skip_connections=self.skip_connections,
-            )
-            for k in range(self.num_flows)
-        ]
+    def _layer_config(self, k: int, latent_dim: int) -> dict[str, Any]:
+        return {
+            "hidden_dims": self.hidden_dims or self.default_hidden_dims(latent_dim),
+            "order": "natural" if k % 2 == 0 else "reversed",
+            "max_log_scale": self.max_log_scale,
+            "skip_connections": self.skip_connections,
+        }
 
 
 class AutoIAF(_AutoAutoregressive):
@@ -245,7 +320,7 @@ class AutoIAF(_AutoAutoregressive):
     ======================== ===========================
 
     Defaults: ``num_flows=4`` layers alternating natural and reversed variable order (the
-    permutation between layers), ``hidden_dims=(max(2D, 32),) * 2``, ``max_log_scale=5`` (each
+    permutation between layers), ``hidden_dims=(min(max(2D, 32), 512),) * 2``, ``max_log_scale=5`` (each
     layer scales a coordinate by at most :math:`e^{\pm 5}`; no overflow for any input) and
     ``skip_connections=True`` (MADE's direct input-output connections, fused into the output
     layer: they let a scale depend linearly on earlier coordinates, as a funnel's does, and they

@@ -17,15 +17,19 @@ import contextlib
 import io
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from pyro.optim import PyroOptim
 
 from pyro_nf.training.errors import CheckpointError
+from pyro_nf.training.guard import DivergenceGuard, restore
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "apply_checkpoint",
     "load_checkpoint",
     "save_checkpoint",
 ]
@@ -122,3 +126,41 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"checkpoint {str(path)!r} lacks entries {missing}")
     return payload
+
+
+def apply_checkpoint(
+    ckpt: dict,
+    guide: Callable,
+    params: dict[str, torch.Tensor],
+    config: dict,
+    optim: PyroOptim,
+    guard: DivergenceGuard,
+    path: str | os.PathLike,
+) -> None:
+    """Copy a checkpoint's parameters and optimizer state into this fit, after checking they fit."""
+    for key, value in config.items():
+        if ckpt["config"].get(key) != value:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} was written with {key}="
+                f"{ckpt['config'].get(key)!r}; this fit uses {key}={value!r}"
+            )
+    saved = ckpt["params"]
+    if set(saved) != set(params):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is for other parameters: only in the checkpoint "
+            f"{sorted(set(saved) - set(params))}, only in this fit {sorted(set(params) - set(saved))}"
+        )
+    for name, p in params.items():
+        if saved[name].shape != p.shape:
+            raise CheckpointError(
+                f"parameter {name!r} has shape {tuple(saved[name].shape)} in the "
+                f"checkpoint but {tuple(p.shape)} here"
+            )
+    if isinstance(guide, torch.nn.Module) and ckpt["guide_state"]:
+        guide.load_state_dict(ckpt["guide_state"])
+    restore(params, saved)
+    try:
+        guard.load_state_dict(ckpt["guard"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} has an invalid guard state: {err}") from err
+    optim.set_state(ckpt["optim_state"])

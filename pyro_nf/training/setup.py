@@ -22,6 +22,7 @@ from pyro.optim import PyroOptim
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
+from pyro_nf._sites import is_enumerated, is_latent
 from pyro_nf._util import isolated_rng
 from pyro_nf.training.errors import FitInputError
 
@@ -133,22 +134,12 @@ def trace_model(model: Callable, args: tuple, kwargs: dict) -> poutine.Trace:
 
 def latent_sites(trace: poutine.Trace) -> dict[str, torch.Size]:
     """Unobserved, non-auxiliary sample sites of a trace, with their value shapes."""
-    return {
-        name: site["value"].shape
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample"
-        and not site["is_observed"]
-        and not site["infer"].get("is_auxiliary")
-        and not site_is_subsample(site)
-    }
+    return {name: site["value"].shape for name, site in trace.nodes.items() if is_latent(site)}
 
 
 def uses_enumeration(trace: poutine.Trace) -> bool:
     """Whether any sample site asks for parallel enumeration (``config_enumerate``)."""
-    return any(
-        site["type"] == "sample" and site["infer"].get("enumerate") == "parallel"
-        for site in trace.nodes.values()
-    )
+    return any(is_enumerated(site) for site in trace.nodes.values())
 
 
 def setup_guide(guide: Callable, model_trace: poutine.Trace, args: tuple, kwargs: dict) -> None:

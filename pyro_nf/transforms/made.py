@@ -68,6 +68,16 @@ class MADE(nn.Module):
         skip_connections: add direct (masked) input-to-output connections, fused into the output
             layer (one extra ``D`` columns in its matrix): outputs can depend linearly on their
             predecessors, which e.g. a funnel's log-scale needs.
+        output_gain: constant multipliers of the output layer, as ``(hidden, direct)``: the
+            columns reading the last hidden layer are multiplied by ``hidden``, the direct
+            input-output columns and the bias by ``direct``. Default ``(1 / H, 1 / sqrt(D))``
+            with ``H`` the last hidden width. With Adam every weight moves by about the learning
+            rate per step, so an unscaled zero-initialised output layer moves each output by up
+            to ``H + D`` learning rates per step: at ``lr = 0.1`` a few steps multiplied a
+            4-layer IAF's scales by ``e^{15}``. With the default the hidden part moves an output
+            by about one learning rate per step (a maximal-update parametrisation), while the
+            direct connections, which carry a strong linear dependence such as a funnel's scale
+            on its parent, still learn at a rate that does not shrink with the width.
 
     Example:
         >>> made = MADE(3, hidden_dims=(8,), num_outputs=2, order="reversed")
@@ -84,6 +94,7 @@ class MADE(nn.Module):
         activation: type[nn.Module] = nn.ReLU,
         zero_output: bool = True,
         skip_connections: bool = True,
+        output_gain: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         hidden_dims = tuple(hidden_dims)
@@ -120,6 +131,13 @@ class MADE(nn.Module):
             mask_out = torch.cat([mask_out, out_deg[:, None] > degrees_in[None, :]], dim=1)
         self.register_buffer("mask_out", mask_out.to(torch.get_default_dtype()))
         self.activation = activation()
+        hidden_gain, direct_gain = (
+            (1.0 / hidden_dims[-1], input_dim**-0.5) if output_gain is None else output_gain
+        )
+        self.output_gain = (float(hidden_gain), float(direct_gain))
+        gain = torch.full((hidden_dims[-1] + extra,), float(hidden_gain))
+        gain[hidden_dims[-1] :] = float(direct_gain)
+        self.register_buffer("_gain_cols", gain.to(torch.get_default_dtype()))
         if zero_output:
             nn.init.zeros_(self.output.weight)
             nn.init.zeros_(self.output.bias)
@@ -132,8 +150,12 @@ class MADE(nn.Module):
     def masked_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``(weight * mask, bias)`` for every layer. Form these once and reuse them across the
         sequential passes of an autoregressive inverse (see :meth:`apply_weights`)."""
-        mods = [*self.layers, self.output]
-        return [(m.weight * mask, m.bias) for m, mask in zip(mods, self.masks(), strict=True)]
+        masks = self.masks()
+        hidden = [(m.weight * mask, m.bias) for m, mask in zip(self.layers, masks[:-1], strict=True)]
+        return [
+            *hidden,
+            (self.output.weight * (masks[-1] * self._gain_cols), self.output.bias * self.output_gain[1]),
+        ]
 
     def apply_weights(
         self, weights: list[tuple[torch.Tensor, torch.Tensor]], x: torch.Tensor
