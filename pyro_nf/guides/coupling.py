@@ -24,8 +24,7 @@ coordinates 0 and 2). Glow and NSF mix coordinates with their learned linear lay
 alternate the halves.
 
 All four act on the base draw :math:`\varepsilon \sim N(\mathrm{loc}, \mathrm{scale})`, so at
-initialisation they *are* the diagonal Normal guide, bit for bit (draws and log q). NSF can
-instead work in standardised coordinates (``standardise=True``, see :class:`AutoNSF`).
+initialisation they *are* the diagonal Normal guide, bit for bit (draws and log q).
 
 References:
     Dinh, Krueger & Bengio (2014), NICE. https://arxiv.org/abs/1410.8516
@@ -45,18 +44,13 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
-import pyro
-import torch
-from pyro.distributions import Normal, TransformedDistribution
 from pyro.infer.autoguide.initialization import init_to_median
 from torch import nn
-from torch.distributions import AffineTransform, ComposeTransform
 
 from pyro_nf._util import check_positive_float, check_positive_int
 from pyro_nf.guides.flows import AutoFlow
-from pyro_nf.guides.stl import DetachedLayer, StickingTheLanding
 from pyro_nf.transforms import make_transform
 
 __all__ = ["AutoGlow", "AutoNICE", "AutoNSF", "AutoRealNVP"]
@@ -100,6 +94,9 @@ def bit_mask_schedule(latent_dim: int, num_layers: int) -> list[tuple[int, int]]
 class _AutoCoupling(AutoFlow):
     """Shared options of the coupling guides."""
 
+    #: the registered layers each guide stacks (its ``_make_flows`` decides order and options)
+    layer_names: ClassVar[tuple[str, ...]] = ()
+
     def __init__(
         self,
         model: Callable,
@@ -126,6 +123,7 @@ class _AutoCoupling(AutoFlow):
         self._requested_flows = num_flows
         super().__init__(
             model,
+            layers=list(self.layer_names),  # provenance; the stack is built in _make_flows
             num_flows=num_flows or 1,  # resolved per latent dimension in _make_flows
             init_loc_fn=init_loc_fn,
             init_scale=init_scale,
@@ -163,6 +161,8 @@ class AutoNICE(_AutoCoupling):
         torch.Size([4])
     """
 
+    layer_names: ClassVar[tuple[str, ...]] = ("additive_coupling", "scale")
+
     def _make_flows(self, latent_dim: int) -> list[nn.Module]:
         n = self._num_layers(latent_dim, default_num_couplings(latent_dim))
         layers = [
@@ -186,6 +186,8 @@ class AutoRealNVP(_AutoCoupling):
         >>> guide()["x"].shape
         torch.Size([3])
     """
+
+    layer_names: ClassVar[tuple[str, ...]] = ("affine_coupling",)
 
     def __init__(self, model: Callable, *, max_log_scale: float = 5.0, **kwargs: Any) -> None:
         self.max_log_scale = check_positive_float("max_log_scale", max_log_scale)
@@ -225,6 +227,8 @@ class AutoGlow(_AutoCoupling):
         ['ActNorm', 'LULinear', 'AffineCoupling']
     """
 
+    layer_names: ClassVar[tuple[str, ...]] = ("actnorm", "lu_linear", "affine_coupling")
+
     def __init__(self, model: Callable, *, max_log_scale: float = 5.0, **kwargs: Any) -> None:
         self.max_log_scale = check_positive_float("max_log_scale", max_log_scale)
         super().__init__(model, max_log_scale=self.max_log_scale, **kwargs)
@@ -256,15 +260,13 @@ class AutoNSF(_AutoCoupling):
     :math:`y_t = \mathrm{RQS}(x_t\,\sigma(x_c) + \mu(x_c);\ \theta(x_c))` (conditional location
     and scale, then shape).
 
-    ``standardise=True`` runs the stack in standardised coordinates,
-    :math:`u \sim N(0, I)`, :math:`z = \mathrm{loc} + \mathrm{scale} \odot f(u)`, so the spline
-    interval covers :math:`B` base sds wherever the posterior sits (draws at initialisation still
-    equal the diagonal Normal guide's bit for bit, log q to float rounding). It trained worse in
-    our runs on the banana (16 particles, lr 0.005; exact sds 10 / 4.36): standardised, 3000 steps,
-    pure splines sds 6.4 / 1.7 and with the affine couplings 5.8 / 3.8; at 1000 steps the
-    default (unstandardised) stack reached 8.2 / 2.8 (last-100-step loss 0.16) against 5.3 / 1.7
-    (0.59) standardised, and a standardised RealNVP stack 4.1 / 1.0 (0.70) against 8.1 / 2.4
-    (0.22) unstandardised. So it is off by default.
+    We also tried running the stack in standardised coordinates (:math:`u \sim N(0, I)`,
+    :math:`z = \mathrm{loc} + \mathrm{scale} \odot f(u)`, so that the spline interval follows the
+    base); it trained worse on the banana (16 particles, lr 0.005; exact sds 10 / 4.36): at 3000
+    steps pure splines reached sds 6.4 / 1.7 and splines with the affine couplings 5.8 / 3.8; at
+    1000 steps this (unstandardised) stack reached 8.2 / 2.8 (last-100-step loss 0.16) against
+    5.3 / 1.7 (0.59) standardised, and a standardised RealNVP stack 4.1 / 1.0 (0.70) against
+    8.1 / 2.4 (0.22) unstandardised.
 
     In float32 a heavily trained spline can reach :math:`dy/dx \sim 10^{-6}` (slope and knot
     derivatives at their bounds together); there the closed-form inverse loses digits to
@@ -272,7 +274,7 @@ class AutoNSF(_AutoCoupling):
     float64 to score external draws under a strongly bent NSF.
 
     Defaults: ``num_flows=4`` blocks, ``num_bins=8``, ``bound=5``, ``affine=True``,
-    ``standardise=False``, ``max_log_scale=5``, widths as :class:`AutoNICE`. ``stl=True`` is
+    ``max_log_scale=5``, widths as :class:`AutoNICE`. ``stl=True`` is
     supported (every layer has a one-pass inverse).
 
     Example:
@@ -284,6 +286,8 @@ class AutoNSF(_AutoCoupling):
         torch.Size([])
     """
 
+    layer_names: ClassVar[tuple[str, ...]] = ("lu_linear", "affine_coupling", "spline_coupling")
+
     def __init__(
         self,
         model: Callable,
@@ -291,21 +295,18 @@ class AutoNSF(_AutoCoupling):
         num_bins: int = 8,
         bound: float = 5.0,
         affine: bool = True,
-        standardise: bool = False,
         max_log_scale: float = 5.0,
         **kwargs: Any,
     ) -> None:
         self.num_bins = check_positive_int("num_bins", num_bins)
         self.bound = check_positive_float("bound", bound)
         self.affine = bool(affine)
-        self.standardise = bool(standardise)
         self.max_log_scale = check_positive_float("max_log_scale", max_log_scale)
         super().__init__(
             model,
             num_bins=self.num_bins,
             bound=self.bound,
             affine=self.affine,
-            standardise=self.standardise,
             max_log_scale=self.max_log_scale,
             **kwargs,
         )
@@ -336,40 +337,3 @@ class AutoNSF(_AutoCoupling):
                 )
             )
         return layers
-
-    def _standardisation(self, detach: bool = False) -> AffineTransform:
-        loc, scale = self.loc, self.scale
-        if detach:
-            loc, scale = loc.detach(), scale.detach()
-        return AffineTransform(loc, scale, event_dim=1)
-
-    def get_base_dist(self) -> Normal:
-        """The base: ``N(loc, scale)``, or ``N(0, I)`` with ``standardise=True`` (then the learnable
-        location and scale sit at the end of the transform)."""
-        if not self.standardise:
-            return super().get_base_dist()
-        return Normal(torch.zeros_like(self.loc), torch.ones_like(self.loc)).to_event(1)
-
-    def get_transform(self, *args: Any, **kwargs: Any) -> ComposeTransform:
-        """The layer stack (with ``standardise=True`` followed by :math:`u \\mapsto \\mathrm{loc} +
-        \\mathrm{scale} \\odot u`)."""
-        if not self.standardise:
-            return super().get_transform()
-        return ComposeTransform([*self.flows, self._standardisation()])
-
-    def get_posterior(self, *args: Any, **kwargs: Any) -> TransformedDistribution:
-        """The guide's distribution over the unconstrained latent vector."""
-        if not self.standardise:
-            return super().get_posterior()
-        return TransformedDistribution(self.get_base_dist(), [*self.flows, self._standardisation()])
-
-    def sample_latent(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """Sample the packed unconstrained latent (``stl=True``: path gradient only)."""
-        if not self.standardise:
-            return super().sample_latent(*args, **kwargs)
-        posterior = self.get_posterior(*args, **kwargs)
-        if self.stl:
-            layers = [DetachedLayer(layer) for layer in self.flows]
-            detached = TransformedDistribution(self.get_base_dist(), [*layers, self._standardisation(True)])
-            posterior = StickingTheLanding(posterior, detached)
-        return pyro.sample(f"_{self._pyro_name}_latent", posterior, infer={"is_auxiliary": True})
