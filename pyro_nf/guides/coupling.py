@@ -153,7 +153,7 @@ class AutoNICE(_AutoCoupling):
     final diagonal scaling, so NICE cannot follow a funnel's varying width.
 
     Example:
-        >>> import pyro, pyro.distributions as dist
+        >>> import pyro, pyro.distributions as dist, torch
         >>> def model():
         ...     pyro.sample("x", dist.Normal(0., 1.).expand([3]).to_event(1))
         >>> guide = AutoNICE(model, num_flows=2, hidden_dims=(8,))
@@ -179,7 +179,7 @@ class AutoRealNVP(_AutoCoupling):
     Defaults as :class:`AutoNICE`, and ``max_log_scale=5``.
 
     Example:
-        >>> import pyro, pyro.distributions as dist
+        >>> import pyro, pyro.distributions as dist, torch
         >>> def model():
         ...     pyro.sample("x", dist.Normal(0., 1.).expand([3]).to_event(1))
         >>> guide = AutoRealNVP(model, num_flows=2, hidden_dims=(8,))
@@ -218,7 +218,7 @@ class AutoGlow(_AutoCoupling):
     ``max_log_scale=5``.
 
     Example:
-        >>> import pyro, pyro.distributions as dist
+        >>> import pyro, pyro.distributions as dist, torch
         >>> def model():
         ...     pyro.sample("x", dist.Normal(0., 1.).expand([3]).to_event(1))
         >>> guide = AutoGlow(model, num_flows=1, hidden_dims=(8,))
@@ -278,7 +278,7 @@ class AutoNSF(_AutoCoupling):
     supported (every layer has a one-pass inverse).
 
     Example:
-        >>> import pyro, pyro.distributions as dist
+        >>> import pyro, pyro.distributions as dist, torch
         >>> def model():
         ...     pyro.sample("x", dist.Normal(0., 1.).expand([3]).to_event(1))
         >>> guide = AutoNSF(model, num_flows=2, hidden_dims=(8,), num_bins=4)
