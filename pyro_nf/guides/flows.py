@@ -271,6 +271,8 @@ class _AutoAutoregressive(AutoFlow):
         stl: bool | None = None,
     ) -> None:
         if hidden_dims is not None:
+            if not isinstance(hidden_dims, Sequence) or isinstance(hidden_dims, str):
+                raise ValueError(f"hidden_dims must be a sequence of positive integers, got {hidden_dims!r}")
             hidden_dims = tuple(hidden_dims)
             if not hidden_dims:
                 raise ValueError("hidden_dims must be a non-empty sequence of positive integers")

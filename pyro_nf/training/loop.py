@@ -36,6 +36,7 @@ from pyro_nf.training._fused_optim import fused_step
 from pyro_nf.training.checkpoint import (
     CHECKPOINT_FORMAT,
     apply_checkpoint,
+    check_checkpoint_target,
     load_checkpoint,
     save_checkpoint,
 )
@@ -173,6 +174,10 @@ def fit(
     ``svi.run``); every fit option is keyword-only, so a model keyword named like one of them cannot
     be passed through ``**model_kwargs``.
 
+    Calling ``fit`` again on a guide it fitted before continues that fit: the optimiser's moment
+    estimates are kept on the guide and reused (same ``optimizer`` kind), so the new call's first
+    steps are as small as the last ones of the previous call; ``lr`` is the new call's.
+
     Before the first step the model is traced once on the arguments: a failure is re-raised as
     :class:`FitInputError` naming the site, as are observed data holding NaN (unless masked) and a
     guide that samples sites the model lacks or with other shapes. These checks, Pyro's
@@ -258,6 +263,8 @@ def fit(
         early_stop = None
     elif early_stop is not None and not isinstance(early_stop, EarlyStop):
         raise ValueError(f"early_stop must be None, a bool or an EarlyStop; got {early_stop!r}")
+    setup.check_fit_options(num_particles=num_particles, seed=seed)
+    check_checkpoint_target(checkpoint, resume)
     kwargs = model_kwargs
     group = resolve(distributed)  # None unless data-parallel
     progress = progress and (group is None or group.is_main)
@@ -322,6 +329,8 @@ def fit(
         else getattr(optim, "pt_optim_constructor", type(optim)).__name__
     )
     config = {"optimizer": opt_name, "loss": type(elbo).__name__, "num_particles": num_particles}
+    if resume is None:  # a second fit of one guide continues its optimiser state
+        setup.continue_moments(guide, optim, opt_name)
     stepper = None
     if isinstance(optim, PyroLRScheduler):
         plateau = optim.pt_scheduler_constructor is torch.optim.lr_scheduler.ReduceLROnPlateau
@@ -405,6 +414,7 @@ def fit(
                 write_checkpoint()  # records the stop reason (and a final-check restore)
         finally:
             bar.close(stop_reason or "error", step)
+    setup.save_moments(guide, optim, opt_name)
     return FitResult(
         guide=guide,
         losses=losses,
