@@ -251,7 +251,16 @@ def importance_resample(
             ``"raise"``/``"warn"``, or (with ``"raise"``) if :math:`\hat k > 0.7`.
 
     Example:
-        >>> corrected = importance_resample(idata, on_bad_khat="warn")  # doctest: +SKIP
+        >>> import warnings, pyro, pyro.distributions as dist
+        >>> from pyro.infer.autoguide import AutoNormal
+        >>> def model():
+        ...     pyro.sample("mu", dist.Normal(0.0, 1.0))
+        >>> idata = to_inference_data(model, AutoNormal(model), num_samples=200)
+        >>> with warnings.catch_warnings():  # the untrained guide is far too narrow: k-hat > 0.7
+        ...     warnings.simplefilter("ignore")
+        ...     corrected = importance_resample(idata, on_bad_khat="warn")
+        >>> dict(corrected.posterior.sizes)
+        {'chain': 1, 'draw': 200}
     """
     if not isinstance(idata, az.InferenceData):
         raise TypeError(
