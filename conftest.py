@@ -1,6 +1,8 @@
 """Shared test set-up: seeded, validated, clean param store before every test.
 
-Options: ``--dtype float32|float64`` sets torch's default dtype for the run.
+Options: ``--dtype float32|float64`` sets torch's default dtype for the run; ``--device cpu|cuda|...``
+torch's default device (``torch.set_default_device``), so tensors the tests and the library create
+without an explicit device land there (the ``device`` fixture gives it to tests that need it).
 """
 
 from __future__ import annotations
@@ -27,10 +29,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=["float32", "float64"],
         help="torch default dtype for the test run",
     )
+    parser.addoption("--device", default="cpu", help="torch default device for the test run (e.g. cuda)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     torch.set_default_dtype(getattr(torch, config.getoption("--dtype")))
+    device = torch.device(config.getoption("--device"))
+    if device.type != "cpu":
+        torch.set_default_device(device)
+
+
+@pytest.fixture
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """The ``--device`` of the run."""
+    return torch.device(request.config.getoption("--device"))
 
 
 @pytest.fixture(autouse=True)

@@ -1,176 +1,162 @@
-"""SVI step time and peak memory of the flow guides against Pyro's, at several latent dimensions.
+"""Marginal cost of an SVI step through ``pyro_nf.fit`` (fast path) against Pyro's ``SVI`` and a
+hand-written eager PyTorch loop, per guide and latent dimension; peak memory; logistic regression.
 
-    python benchmarks/step_time.py [--dims 2,10,100,1000] [--rounds N] [--steps S] [--flows K]
-                                   [--threads T] [--quick]
+    python benchmarks/step_time.py [--dims 2,10,100,1000,5000] [--rounds R] [--steps S]
+                                   [--threads T] [--no-memory] [--quick]
 
-Model (the same for every guide): ``x ~ Normal(0, 1)^D``, five observations ``y_n ~ Normal(x, 1)``.
+Model (tables 1, 2): ``x ~ Normal(0, 1)^D``, five observations ``y_n ~ Normal(x, 1)``.
 
-Guides: pyro_nf ``AutoPlanar`` (its default 16 layers), ``AutoIAF`` and ``AutoMAF`` with ``K``
-layers (``--flows``, default 2) of hidden widths ``(H, H)``, ``H = max(2D, 32)`` (pyro_nf's default
-width rule; Pyro's MADE needs ``H >= D``), Pyro's ``AutoIAFNormal`` and ``AutoNormal``. The IAF
-rows come in two pairs of identical architecture (K layers, MADE ``D -> H -> H -> 2D``, ReLU):
+Table 1, IAF at equal architecture (``K = 2`` layers, MADE ``D -> H -> H -> 2D``, ReLU, no skip
+connections, ``H = max(2D, 32)``; Pyro's MADE needs ``H >= D``, so D <= 512 only):
 
-- ``AutoIAF`` = ``AutoIAF(skip_connections=False)`` vs ``AutoIAFNormal`` = Pyro's
-  ``AutoIAFNormal(hidden_dim=[H, H], num_transforms=K)`` (its network has no skip connections);
-- ``AutoIAF+skip`` = ``AutoIAF(skip_connections=True)`` (direct input-output connections fused
-  into the output layer) vs ``AutoIAFNormal+skip``: what ``AutoIAFNormal`` builds, with
-  ``AutoRegressiveNN(..., skip_connections=True)`` (a separate bias-free masked ``D -> 2D``
-  layer). ``AutoIAFNormal`` cannot take the option: its ``**kwargs`` go to
-  ``AffineAutoregressive``, which rejects ``skip_connections``, so the row is
-  ``AutoNormalizingFlow(model, lambda d: iterated(K, AffineAutoregressive(AutoRegressiveNN(...))))``,
-  the same construction ``AutoIAFNormal`` makes.
+- ``fit`` = ``pyro_nf.fit(model, AutoIAF(..., skip_connections=False), num_steps=n)``: its
+  *marginal* cost per step, ``(wall(n0 + S) - wall(n0)) / S`` of two fits of one guide (set-up,
+  the fast-path plan and the guard's first snapshot cancel); path = the path ``fit`` reported.
+- ``fit Trace_ELBO`` = the same with ``fast=False`` (Pyro's ``SVI`` inside ``fit``).
+- ``AutoIAFNormal`` = ``SVI(model, AutoIAFNormal(hidden_dim=[H, H], num_transforms=2), Adam,
+  Trace_ELBO())``, ``svi.step()`` timed directly; ``AutoNormal`` likewise.
+- ``eager`` = ``benchmarks/eager_loop.py``: the same flow, model and Adam in plain PyTorch.
+- ``fit K=16`` (at D = 100): 16 particles, vectorised.
 
-``AutoMAF`` runs at pyro_nf's default (skip connections on).
-Every guide has its own ``Adam(lr=1e-3)`` and ``Trace_ELBO`` with one particle.
+Table 2, every registered guide at its defaults (the width cap ``min(max(2D, 32), 512)`` for IAF /
+MAF) through ``fit()``: marginal ms/step; where one step takes over ``--slow`` seconds (MAF at
+large D: sampling is D sequential passes per layer) one timed step of a 1-step fit (set-up
+included) instead; AutoIAF also against the eager loop of its own architecture (4 layers, skip
+connections). ``peak MB`` / ``+MB``: a fresh subprocess imports, resets the kernel's high-water
+mark, then builds the guide and runs ``fit(num_steps=2)``; ``+MB`` is the growth of ``VmHWM`` over
+the pre-guide resident set. MAF at D >= 5000 is not run (its D-pass sampling would take hours
+here): its row says so, with the per-pass cost measured.
 
-Timing, per D, in one process with a fixed ``torch.set_num_threads``: every guide takes one warm-up
-step (set-up, first Adam state; its time is the ``first`` column) and ``--warmup`` more; then for
-``R`` rounds, each guide in turn runs ``S`` steps and the mean ms/step of that run is recorded.
-Interleaving spreads machine noise (other processes, frequency changes) over all guides alike.
-``ms/step`` is the median over rounds; ``ratio`` is the median over rounds of the per-round ratio
-to the row's baseline (the ``vs`` column: ``AutoIAFNormal+skip`` for ``AutoIAF+skip``, otherwise
-``AutoIAFNormal``; the same round, so a noisy round cancels out); ``ratio range`` its min-max.
-A guide whose first step takes over ``--slow`` seconds (``AutoMAF`` at large D: sampling is D
-sequential passes per layer, about 20 s per layer at D = 1000) is not stepped again: ``n`` =
-``first``, its ``ms/step`` is that first step (set-up is negligible beside it) and its ratio is to
-the reference's median; its memory is not re-measured in the table (see the MAF check below it).
+Table 3, logistic regression ``w ~ N(0, 1)^10``, ``y_n ~ Bernoulli(sigmoid(x_n . w))``, N in
+``--logistic-n``, full batch and subsampled (``pyro.plate(..., subsample_size=100)``, likelihood
+scaled by N/100): AutoIAF through ``fit`` (fast), ``fit(fast=False)``, the eager loop.
 
-Memory: each (guide, D) runs again in a fresh subprocess, which imports, takes one throw-away
-``AutoNormal`` step on a 1-d model (lazy imports), resets the kernel's high-water mark (``5`` into
-``/proc/self/clear_refs``) and records its resident set, then builds the guide and takes one SVI
-step (set-up, parameters, gradients, Adam state, autograd graph). ``peak MB`` is the process's
-``VmHWM`` after that step (the whole process, Python and torch included) and ``+MB`` its increase
-over the baseline: what the guide's first step costs.
-
-MAF-direction check: at ``--maf-dim`` (default 1000) and pyro_nf's defaults (K = 4, H = max(2D, 32))
-one ``AutoMAF`` step (no cap) and one step of Pyro's MAF direction (Pyro's
-``affine_autoregressive(...).inv`` in ``AutoNormalizingFlow``, sampled by its sequential
-``_inverse``) under ``RLIMIT_AS = --cap-gb`` (default 8 GB: the machine is shared). Pyro's
-``MaskedLinear`` re-forms ``weight * mask`` on every pass and autograd keeps each copy, so a step
-needs about ``K * D * (D*H + H*H + 2*D*H) * 4`` bytes; the script prints that estimate.
+Timing: one process, ``torch.set_num_threads(T)``; for R rounds every configuration in turn
+(interleaved, so machine noise spreads evenly), medians over rounds; ratios are medians of
+per-round ratios. NumPyro's ``AutoIAFNormal`` is a column only when NumPyro is installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions import constraints
-from pyro.distributions.torch_transform import ComposeTransformModule, TransformModule
-from pyro.distributions.transforms import AffineAutoregressive, affine_autoregressive, iterated
 from pyro.infer import SVI, Trace_ELBO
-from pyro.infer.autoguide import AutoIAFNormal, AutoNormal, AutoNormalizingFlow
-from pyro.nn import AutoRegressiveNN
+from pyro.infer.autoguide import AutoIAFNormal, AutoNormal
 
-import pyro_nf
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import eager_loop  # noqa: E402
 
-GUIDES = (
-    "AutoPlanar",
-    "AutoIAF",
-    "AutoIAFNormal",
-    "AutoIAF+skip",
-    "AutoIAFNormal+skip",
-    "AutoMAF",
-    "AutoNormal",
-)
-REF = "AutoIAFNormal"
-BASELINE = {"AutoIAF+skip": "AutoIAFNormal+skip"}  # every other row: REF
-PAIRS = (("AutoIAF", "AutoIAFNormal"), ("AutoIAF+skip", "AutoIAFNormal+skip"))
+import pyro_nf  # noqa: E402
+from pyro_nf.guides.registry import available_guides, make_guide  # noqa: E402
+
 NUM_OBS = 5
 
 
-def make_model(dim: int):
-    gen = torch.Generator().manual_seed(0)
-    y = torch.randn(NUM_OBS, dim, generator=gen)
+def gaussian(dim: int):
+    y = torch.randn(NUM_OBS, dim, generator=torch.Generator().manual_seed(0))
 
     def model():
         x = pyro.sample("x", dist.Normal(0.0, 1.0).expand([dim]).to_event(1))
         with pyro.plate("obs", NUM_OBS):
             pyro.sample("y", dist.Normal(x, 1.0).to_event(1), obs=y)
 
-    return model
+    return model, eager_loop.gaussian_log_joint(y)
+
+
+def logistic(n: int, batch: int | None, dim: int = 10):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, dim, generator=gen)
+    y = torch.bernoulli(torch.sigmoid(x @ torch.randn(dim, generator=gen)), generator=gen)
+
+    def model():
+        w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([dim]).to_event(1))
+        with pyro.plate("data", n, subsample_size=batch) as idx:
+            xb, yb = (x, y) if batch is None else (x[idx], y[idx])
+            logits = (xb @ w.unsqueeze(-1)).squeeze(-1)
+            pyro.sample("y", dist.Bernoulli(logits=logits), obs=yb)
+
+    return model, eager_loop.logistic_log_joint(x, y, batch)
 
 
 def width(dim: int) -> int:
     return max(2 * dim, 32)
 
 
-class _PyroMAFLayer(TransformModule):
-    """Pyro's affine autoregressive layer used in the MAF direction: sampling runs its
-    sequential ``_inverse`` (as ``.inv``), the log-det comes from its cached log-scale."""
+# -- timed things: each a callable running `n` steps ------------------------------------------
+class FitRunner:
+    """Marginal ms/step of ``pyro_nf.fit`` on one guide: two fits, n0 and n0 + S steps."""
 
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = True
+    def __init__(self, model, guide, n0: int = 2, **options) -> None:
+        self.model, self.guide, self.n0, self.options = model, guide, n0, options
+        result = pyro_nf.fit(model, guide, num_steps=n0, progress=False, **options)
+        self.path, self.reason = result.path, result.path_reason
 
-    def __init__(self, layer: TransformModule) -> None:
-        super().__init__(cache_size=1)
-        self.layer = layer
-
-    def _call(self, x):
-        return self.layer.inv(x)
-
-    def _inverse(self, y):
-        return self.layer(y)
-
-    def log_abs_det_jacobian(self, x, y):
-        return -self.layer.log_abs_det_jacobian(y, x)
+    def __call__(self, steps: int) -> float:
+        a = pyro_nf.fit(self.model, self.guide, num_steps=self.n0, progress=False, **self.options)
+        b = pyro_nf.fit(self.model, self.guide, num_steps=self.n0 + steps, progress=False, **self.options)
+        return (b.wall_seconds - a.wall_seconds) / steps * 1e3
 
 
-def make_guide(name: str, model, dim: int, flows: int):
-    hid = width(dim)
-    if name == "AutoPlanar":
-        return pyro_nf.AutoPlanar(model)
-    if name in ("AutoIAF", "AutoIAF+skip"):
-        return pyro_nf.AutoIAF(
-            model, num_flows=flows, hidden_dims=(hid, hid), skip_connections=name == "AutoIAF+skip"
-        )
-    if name == "AutoMAF":
-        return pyro_nf.AutoMAF(model, num_flows=flows, hidden_dims=(hid, hid))
-    if name == "AutoIAFNormal":
-        return AutoIAFNormal(model, hidden_dim=[hid, hid], num_transforms=flows)
-    if name == "AutoIAFNormal+skip":  # AutoIAFNormal's construction; it can't pass the option
-        return AutoNormalizingFlow(
-            model,
-            lambda d: iterated(
-                flows, lambda: AffineAutoregressive(AutoRegressiveNN(d, [hid, hid], skip_connections=True))
-            ),
-        )
-    if name == "AutoNormal":
-        return AutoNormal(model)
-    if name == "PyroMAF":
-        return AutoNormalizingFlow(
-            model,
-            lambda d: ComposeTransformModule(
-                [_PyroMAFLayer(affine_autoregressive(d, hidden_dims=[hid, hid])) for _ in range(flows)]
-            ),
-        )
-    raise ValueError(name)
+class StepRunner:
+    """ms/step of a step function called directly."""
+
+    def __init__(self, step: Callable[[], object]) -> None:
+        self.step = step
+        step()
+        self.path, self.reason = "", ""
+
+    def __call__(self, steps: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        return (time.perf_counter() - t0) / steps * 1e3
 
 
-def make_svi(name: str, dim: int, flows: int) -> SVI:
-    model = make_model(dim)
-    return SVI(model, make_guide(name, model, dim, flows), pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+def svi_runner(model, guide, k: int = 1) -> StepRunner:
+    svi = SVI(
+        model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO(num_particles=k, vectorize_particles=True)
+    )
+    return StepRunner(svi.step)
 
 
-def timed_steps(svi: SVI, n: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(n):
-        svi.step()
-    return (time.perf_counter() - t0) / n * 1e3
+def eager_runner(log_joint, dim: int, hidden, flows: int, skip: bool, k: int = 1) -> StepRunner:
+    return StepRunner(eager_loop.make_step(eager_loop.EagerIAF(dim, hidden, flows, skip), log_joint, k))
 
 
-# -- memory: one guide, one step, in a fresh process ------------------------------------------
+def interleave(runners: dict[str, Callable[[int], float]], rounds: int, steps: int) -> dict:
+    runs: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            runs[name].append(run(steps))
+    return runs
+
+
+def ratio(runs: dict, a: str, b: str) -> float:
+    return statistics.median(x / y for x, y in zip(runs[a], runs[b], strict=True))
+
+
+def med(runs: dict, a: str) -> float:
+    return statistics.median(runs[a])
+
+
+def fmt(v: float, nd: int = 2) -> str:
+    return "n/a" if v != v else f"{v:.{nd}f}"
+
+
+# -- memory: one guide, two fit steps, in a fresh process -------------------------------------
 def _status_mb(key: str) -> float:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(key)) / 1024
@@ -178,171 +164,263 @@ def _status_mb(key: str) -> float:
 
 def child(spec: dict) -> None:
     torch.set_num_threads(spec["threads"])
-    torch.manual_seed(0)
-    if spec.get("cap_gb"):
-        cap = int(spec["cap_gb"] * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    make_svi("AutoNormal", 1, 1).step()  # lazy imports and one-off allocations, not the guide's
+    warnings.filterwarnings("ignore")
+    model, _ = gaussian(1)
+    pyro_nf.fit(model, AutoNormal(model), num_steps=2, progress=False)  # one-off allocations
     pyro.clear_param_store()
     with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the high-water mark VmHWM to the current RSS
+        f.write("5")  # reset VmHWM to the current RSS
     base = _status_mb("VmRSS")
     out = {"ok": True, "error": ""}
     t0 = time.perf_counter()
     try:
-        svi = make_svi(spec["guide"], spec["dim"], spec["flows"])
-        svi.step()
+        model, _ = gaussian(spec["dim"])
+        pyro_nf.fit(model, make_guide(spec["guide"], model), num_steps=spec["steps"], progress=False)
     except (MemoryError, RuntimeError) as e:
-        out.update(ok=False, error=f"{type(e).__name__}: {str(e).splitlines()[0][:120]}")
+        out.update(ok=False, error=f"{type(e).__name__}: {str(e).splitlines()[0][:100]}")
     peak = _status_mb("VmHWM")
     out.update(s=time.perf_counter() - t0, peak_mb=peak, delta_mb=peak - base)
     print(json.dumps(out))
 
 
-def measure_memory(guide: str, dim: int, flows: int, threads: int, cap_gb: float | None = None) -> dict:
-    spec = {"guide": guide, "dim": dim, "flows": flows, "threads": threads, "cap_gb": cap_gb}
+def measure_memory(guide: str, dim: int, threads: int, steps: int = 2) -> dict:
+    spec = {"guide": guide, "dim": dim, "threads": threads, "steps": steps}
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True
+        [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, env=env
     )
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["?"])[-1][:120]
-        return {
-            "ok": False,
-            "error": f"exit {proc.returncode}: {tail}",
-            "s": float("nan"),
-            "peak_mb": float("nan"),
-            "delta_mb": float("nan"),
-        }
+        return {"ok": False, "peak_mb": float("nan"), "delta_mb": float("nan")}
     return json.loads(lines[-1])
 
 
-# -- timing: all guides interleaved in this process -------------------------------------------
-def bench_dim(dim: int, args) -> dict[str, dict]:
-    pyro.clear_param_store()
-    torch.manual_seed(0)
-    svis = {g: make_svi(g, dim, args.flows) for g in GUIDES}
-    res: dict[str, dict] = {}
-    for g, svi in svis.items():
-        first = timed_steps(svi, 1)
-        slow = first > args.slow * 1e3
-        if not slow and args.warmup:
-            timed_steps(svi, args.warmup)
-        res[g] = {"first": first, "slow": slow, "runs": []}
-    for _ in range(args.rounds):
-        for g, svi in svis.items():
-            if not res[g]["slow"]:
-                res[g]["runs"].append(timed_steps(svi, args.steps))
-    for g, row in res.items():
-        row["vs"] = BASELINE.get(g, REF)
-        ref_runs = res[row["vs"]]["runs"]
-        if row["slow"]:  # only its first step was timed: compare with the baseline's median
-            ref = statistics.median(ref_runs)
-            row.update(ms=row["first"], ratio=row["first"] / ref, lo=float("nan"), hi=float("nan"), n="first")
+# -- the tables -------------------------------------------------------------------------------
+def table_iaf(dims: list[int], args) -> None:
+    print(
+        "\n### 1. AutoIAF through fit() vs Pyro and the eager loop, equal architecture "
+        "(K=2, H=max(2D,32), no skip)\n"
+    )
+    has_numpyro = importlib.util.find_spec("numpyro") is not None
+    print(f"NumPyro installed: {has_numpyro}" + ("" if has_numpyro else " (its column is skipped)"))
+    print(
+        "\n| D | H | fit ms | path | fit Trace_ELBO ms | AutoIAFNormal ms | AutoNormal ms | eager ms "
+        "| fit/AutoIAFNormal | fit/eager | fit K=16 / K=1 |"
+    )
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for dim in dims:
+        if width(dim) > 512:
             continue
-        ratios = [t / ref for t, ref in zip(row["runs"], ref_runs, strict=True)]
-        row.update(
-            ms=statistics.median(row["runs"]),
-            ratio=statistics.median(ratios),
-            lo=min(ratios),
-            hi=max(ratios),
-            n=f"{args.rounds}x{args.steps}",
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        model, log_joint = gaussian(dim)
+        hid = (width(dim),) * 2
+
+        def iaf(model=model, hid=hid):
+            return pyro_nf.AutoIAF(model, num_flows=2, hidden_dims=hid, skip_connections=False)
+
+        runners = {
+            "fit": FitRunner(model, iaf()),
+            "fit_slow": FitRunner(model, iaf(), fast=False),
+            "pyro_iaf": svi_runner(model, AutoIAFNormal(model, hidden_dim=list(hid), num_transforms=2)),
+            "pyro_normal": svi_runner(model, AutoNormal(model)),
+            "eager": eager_runner(log_joint, dim, hid, 2, False),
+        }
+        if dim == 100 or args.quick:
+            runners["fit16"] = FitRunner(model, iaf(), num_particles=16)
+        runs = interleave(runners, args.rounds, args.steps)
+        k16 = fmt(ratio(runs, "fit16", "fit")) if "fit16" in runs else ""
+        print(
+            f"| {dim} | {hid[0]} | {fmt(med(runs, 'fit'))} | {runners['fit'].path} | "
+            f"{fmt(med(runs, 'fit_slow'))} | {fmt(med(runs, 'pyro_iaf'))} | "
+            f"{fmt(med(runs, 'pyro_normal'))} | {fmt(med(runs, 'eager'))} | "
+            f"{ratio(runs, 'fit', 'pyro_iaf'):.3f} | {ratio(runs, 'fit', 'eager'):.3f} | {k16} |",
+            flush=True,
         )
-    return res
 
 
-def fmt(v: float, nd: int = 1) -> str:
-    return "n/a" if v != v else f"{v:.{nd}f}"
+def table_guides(dims: list[int], args) -> None:
+    print("\n### 2. Every registered guide at its defaults through fit() (fast path)\n")
+    print("| D | guide | path | ms/step | n | vs eager (same arch.) | peak MB | +MB |")
+    print("|---:|---|---|---:|---|---:|---:|---:|")
+    for dim in dims:
+        big = dim >= 1000
+        rounds, steps = (max(2, args.rounds // 3), 2) if big else (args.rounds, args.steps)
+        for name in available_guides():
+            pyro.clear_param_store()
+            torch.manual_seed(0)
+            model, log_joint = gaussian(dim)
+            if name == "maf" and dim >= args.maf_max_dim:
+                print(
+                    f"| {dim} | maf | - | not run | - | - | - | - |  (D sequential passes per layer "
+                    f"to sample; see table 4 for the per-dimension cost)",
+                    flush=True,
+                )
+                continue
+            guide = make_guide(name, model)
+            t0 = time.perf_counter()
+            first = FitRunner(model, guide, n0=1)
+            first_s = time.perf_counter() - t0
+            runners = {"fit": first}
+            if name == "iaf":
+                hid = guide.hidden_dims or guide.default_hidden_dims(dim)
+                runners["eager"] = eager_runner(log_joint, dim, hid, guide.num_flows, guide.skip_connections)
+            if first_s > args.slow:
+                ms, n, vs = first_s * 1e3, "1 step (set-up incl.)", float("nan")
+            else:
+                runs = interleave(runners, rounds, steps)
+                ms, n = med(runs, "fit"), f"{rounds}x{steps}"
+                vs = ratio(runs, "fit", "eager") if "eager" in runs else float("nan")
+            del runners
+            mem = (
+                {"peak_mb": float("nan"), "delta_mb": float("nan")}
+                if args.no_memory or first_s > args.slow
+                else measure_memory(name, dim, args.threads)
+            )
+            print(
+                f"| {dim} | {name} | {first.path} | {fmt(ms)} | {n} | {fmt(vs, 3)} | "
+                f"{fmt(mem['peak_mb'], 0)} | {fmt(mem['delta_mb'], 0)} |",
+                flush=True,
+            )
+            del guide, first
+
+
+def table_logistic(ns: list[int], args) -> None:
+    print("\n### 3. Logistic regression (D = 10), AutoIAF K=2 H=32 no skip\n")
+    print("| N | batch | fit ms | path | fit Trace_ELBO ms | eager ms | fit/Trace_ELBO | fit/eager |")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|")
+    for n in ns:
+        for batch in (None, 100):
+            pyro.clear_param_store()
+            torch.manual_seed(0)
+            model, log_joint = logistic(n, batch)
+
+            def iaf(model=model):
+                return pyro_nf.AutoIAF(model, num_flows=2, hidden_dims=(32, 32), skip_connections=False)
+
+            runners = {
+                "fit": FitRunner(model, iaf()),
+                "slow": FitRunner(model, iaf(), fast=False),
+                "eager": eager_runner(log_joint, 10, (32, 32), 2, False),
+            }
+            runs = interleave(runners, args.rounds, args.steps)
+            print(
+                f"| {n} | {batch or 'full'} | {fmt(med(runs, 'fit'))} | {runners['fit'].path} | "
+                f"{fmt(med(runs, 'slow'))} | {fmt(med(runs, 'eager'))} | "
+                f"{ratio(runs, 'fit', 'slow'):.3f} | {ratio(runs, 'fit', 'eager'):.3f} |",
+                flush=True,
+            )
+
+
+def table_maf(dims: list[int], args) -> None:
+    print(
+        "\n### 4. Sampling cost of one layer, MAF (D sequential passes) vs IAF (one pass), "
+        "K=1 draw, forward + backward\n"
+    )
+    print(
+        "| D | H | IAF ms | MAF ms | MAF/IAF | MAF ms per dimension | MAF fixed-point ms (previous) "
+        "| fixed-point/MAF |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    from pyro_nf.transforms import AffineAutoregressive
+
+    for dim in dims:
+        hid = (min(width(dim), 512),) * 2
+        layers = {d: AffineAutoregressive(dim, hid, direction=d) for d in ("iaf", "maf")}
+        for layer in layers.values():
+            with torch.no_grad():
+                layer.made.output.weight.normal_(0, 0.01)
+
+        def run(layer, dim=dim):
+            def go(n):
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    y, ladj = layer.forward_and_log_det(torch.randn(1, dim))
+                    (y.sum() + ladj.sum()).backward()
+                return (time.perf_counter() - t0) / n * 1e3
+
+            return go
+
+        def fixed_point(layer=layers["maf"], dim=dim):  # the previous algorithm: D full passes
+            def go(n):
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    x, weights = torch.randn(1, dim), layer.made.masked_weights()
+                    out = torch.zeros_like(x)
+                    for _ in range(dim):
+                        shift, log_scale = layer._shift_log_scale(weights, out)
+                        out = x * torch.exp(log_scale) + shift
+                    (out.sum() + log_scale.sum()).backward()
+                return (time.perf_counter() - t0) / n * 1e3
+
+            return go
+
+        n_maf = 1 if dim >= 1000 else args.steps
+        rounds = 1 if dim >= 1000 else args.rounds
+        runs: dict[str, list[float]] = {"iaf": [], "maf": [], "fixed": []}
+        for _ in range(rounds):
+            runs["iaf"].append(run(layers["iaf"])(args.steps))
+            runs["maf"].append(run(layers["maf"])(n_maf))
+            if dim <= args.fixed_point_max_dim:
+                runs["fixed"].append(fixed_point()(n_maf))
+            else:
+                runs["fixed"].append(float("nan"))
+        print(
+            f"| {dim} | {hid[0]} | {fmt(med(runs, 'iaf'))} | {fmt(med(runs, 'maf'))} | "
+            f"{ratio(runs, 'maf', 'iaf'):.1f} | {fmt(med(runs, 'maf') / dim, 3)} | "
+            f"{fmt(med(runs, 'fixed'))} | {fmt(ratio(runs, 'fixed', 'maf'), 1)} |",
+            flush=True,
+        )
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dims", default="2,10,100,1000")
+    p.add_argument("--dims", default="2,10,100,1000,5000")
     p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--steps", type=int, default=10, help="steps per guide per round")
-    p.add_argument("--warmup", type=int, default=3, help="extra warm-up steps after the first")
-    p.add_argument("--flows", type=int, default=2, help="K for the IAF guides and AutoMAF")
+    p.add_argument("--steps", type=int, default=10, help="steps per configuration per round")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--slow", type=float, default=5.0, help="seconds; see the module docstring")
-    p.add_argument("--maf-dim", type=int, default=1000, help="0 skips the MAF-direction check")
-    p.add_argument("--cap-gb", type=float, default=8.0)
-    p.add_argument("--no-memory", action="store_true", help="skip the per-guide memory column")
+    p.add_argument(
+        "--slow",
+        type=float,
+        default=20.0,
+        help="seconds: a first step slower than this is timed once (see table 2)",
+    )
+    p.add_argument("--maf-max-dim", type=int, default=100000, help="MAF is not run at this D or above")
+    p.add_argument("--maf-dims", default="10,100,1000,5000")
+    p.add_argument("--fixed-point-max-dim", type=int, default=1000)
+    p.add_argument("--logistic-n", default="1000,100000")
+    p.add_argument("--tables", default="1,2,3,4")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory columns")
     p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: defaults dims 2,10, 3 rounds x 3 steps, MAF check at D=20",
+        help="smoke run: D=2, 1 round x 1 step, logistic N=1000, MAF at D=4, no memory",
     )
     p.add_argument("--child", help=argparse.SUPPRESS)
     if p.parse_known_args()[0].quick:
-        p.set_defaults(dims="2,10", rounds=3, steps=3, warmup=1, maf_dim=20)
+        p.set_defaults(dims="2", rounds=1, steps=1, logistic_n="1000", maf_dims="4", no_memory=True)
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     if args.child:
         child(json.loads(args.child))
         return 0
-    dims = [int(d) for d in args.dims.split(",")]
     torch.set_num_threads(args.threads)
-    make_svi("AutoNormal", 1, 1).step()  # the process's one-off costs (lazy imports) go here
+    pyro.enable_validation(True)  # Pyro's default: what a user's SVI runs with
+    dims = [int(d) for d in args.dims.split(",")]
     print(
         f"torch {torch.__version__}, pyro {pyro.__version__}, torch threads {args.threads}, "
-        f"{os.cpu_count()} CPUs; K = {args.flows} layers (AutoIAF*, AutoMAF, AutoIAFNormal*), "
-        f"H = max(2D, 32) (both hidden layers); AutoPlanar 16 layers; {args.rounds} rounds x "
-        f"{args.steps} steps after {1 + args.warmup} warm-up steps\n"
+        f"{os.cpu_count()} CPUs; {args.rounds} rounds x {args.steps} steps (D >= 1000: "
+        f"{max(2, args.rounds // 3)} rounds x 2 steps), medians; ratios = medians of per-round ratios"
     )
-    print("| D | H | guide | first ms | ms/step | n | ratio | vs | ratio range | peak MB | +MB |")
-    print("|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|")
-    verdicts = []
-    for dim in dims:
-        res = bench_dim(dim, args)
-        for g, row in res.items():
-            skip = args.no_memory or row["slow"]
-            mem = (
-                {"peak_mb": float("nan"), "delta_mb": float("nan")}
-                if skip
-                else measure_memory(g, dim, args.flows, args.threads)
-            )
-            rng = "n/a" if row["slow"] else f"{row['lo']:.2f}-{row['hi']:.2f}"
-            print(
-                f"| {dim} | {width(dim)} | {g} | {fmt(row['first'])} | {fmt(row['ms'], 2)} | "
-                f"{row['n']} | {row['ratio']:.3f} | {row['vs']} | {rng} | "
-                f"{fmt(mem['peak_mb'], 0)} | {fmt(mem['delta_mb'], 0)} |",
-                flush=True,
-            )
-        verdicts.append((dim, [res[ours]["ratio"] for ours, _ in PAIRS]))
-    for i, (ours, theirs) in enumerate(PAIRS):
-        print(
-            f"\n{ours} / {theirs} median ratio <= 1.1: "
-            + ", ".join(f"D={d} {r[i]:.3f} {'ok' if r[i] <= 1.1 else 'OVER'}" for d, r in verdicts),
-            end="",
-        )
-    print()
-    if args.maf_dim:
-        maf_check(args)
+    run = {
+        "1": lambda: table_iaf(dims, args),
+        "2": lambda: table_guides(dims, args),
+        "3": lambda: table_logistic([int(n) for n in args.logistic_n.split(",")], args),
+        "4": lambda: table_maf([int(d) for d in args.maf_dims.split(",")], args),
+    }
+    for table in args.tables.split(","):  # in the order given
+        run[table]()
     return 0
-
-
-def maf_check(args) -> None:
-    dim, flows, hid = args.maf_dim, 4, width(args.maf_dim)
-    est = flows * dim * (dim * hid + hid * hid + 2 * dim * hid) * 4 / 2**30
-    print(
-        f"\nMAF direction at D = {dim}, K = {flows}, H = {hid} (pyro_nf defaults), one SVI step "
-        f"each in a fresh process, {args.threads} thread(s):"
-    )
-    ours = measure_memory("AutoMAF", dim, flows, args.threads)
-    print(
-        f"- pyro_nf AutoMAF, no cap: {'completed' if ours['ok'] else 'FAILED ' + ours['error']}"
-        f" in {ours['s']:.1f} s, peak RSS {ours['peak_mb']:.0f} MB "
-        f"(+{ours['delta_mb']:.0f} MB over the pre-guide baseline); under 4 GB: "
-        f"{ours['ok'] and ours['peak_mb'] < 4096}",
-        flush=True,
-    )
-    theirs = measure_memory("PyroMAF", dim, flows, args.threads, cap_gb=args.cap_gb)
-    what = "completed" if theirs["ok"] else f"FAILED at the cap ({theirs['error']})"
-    print(
-        f"- Pyro affine_autoregressive(...).inv, RLIMIT_AS = {args.cap_gb:g} GB: {what} after "
-        f"{theirs['s']:.1f} s, peak RSS {theirs['peak_mb']:.0f} MB. Estimated need (masked "
-        f"weight copies kept for backward, K*D*(DH+H^2+2DH)*4 B): {est:.3g} GB"
-    )
 
 
 if __name__ == "__main__":

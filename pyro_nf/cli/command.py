@@ -61,13 +61,35 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    value = _positive_float(text)
+    if not value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a learning rate in (0, 1], got {text}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", help="built-in example name or path/to/file.py:model_fn")
     p.add_argument("--data", metavar="FILE", help=".csv or .npz: model keyword arguments by name")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed, an integer >= 0 (default 0)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty --out folder that is not an earlier pyro-nf report",
+    )
     p.add_argument(
         "--lr",
-        type=_positive_float,
+        type=_learning_rate,
         default=None,
         help="initial Adam learning rate (default 0.05, decaying to a tenth)",
     )
@@ -153,6 +175,18 @@ def _check_guide_names(names: Sequence[str]) -> None:
         GUIDES.check(names)
     except ValueError as e:
         raise InputError(str(e)) from None
+    repeated = sorted({n for n in names if list(names).count(n) > 1})
+    if repeated:
+        raise InputError(f"guide(s) named more than once: {', '.join(repeated)}")
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    from pyro_nf.comparison.folder import check_folder
+
+    try:
+        check_folder(args.out, overwrite=args.overwrite)
+    except ValueError as e:
+        raise InputError(f"--out: {e}") from e
 
 
 def _load(args: argparse.Namespace) -> ModelSpec:
@@ -174,11 +208,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     import pyro
 
     from pyro_nf.comparison import fit_and_evaluate, plots
+    from pyro_nf.comparison.folder import finish_folder, start_folder
 
     _check_guide_names([args.guide])
+    _check_out(args)
     spec = _load(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     pyro.clear_param_store()
     fitted = fit_and_evaluate(
         spec.model,
@@ -190,6 +224,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         **spec.data,
     )
     result, idata, diag = fitted.fit, fitted.idata, fitted.diagnosis
+    out = start_folder(args.out, overwrite=args.overwrite)
     idata.to_netcdf(str(out / f"{args.guide}.nc"))
     plots.save_figure(plots.plot_elbo({args.guide: result}), out / "loss.png")
     summary = {
@@ -206,6 +241,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         "fit_seconds": float(result.wall_seconds),
     }
     (out / "diagnostics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    finish_folder(out, [f"{args.guide}.nc", "loss.png", "diagnostics.json"], kind="fit")
     print(
         f"{spec.name} / {args.guide}: k-hat {diag.khat:.2f}, ESS {diag.ess:.0f}, "
         f"ELBO {diag.elbo:.3f}, IW-ELBO {diag.iwelbo:.3f}; wrote {out}/\n{diag.verdict}"
@@ -248,6 +284,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     guides = [g.strip() for g in args.guides.split(",") if g.strip()]
     _check_guide_names(guides)
+    _check_out(args)
     spec = _load(args)
     reference = _reference(args, spec)
     var_names = [v.strip() for v in args.vars.split(",") if v.strip()] if args.vars else None
@@ -274,7 +311,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         var_names=var_names,
         **spec.data,
     )
-    report = result.save(args.out)
+    report = result.save(args.out, overwrite=args.overwrite)
     cols = [
         c
         for c in ("khat", "verdict", "iwelbo", "sd_ratio_worst", "w1_unconstrained", "ms_per_step")

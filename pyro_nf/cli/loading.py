@@ -117,6 +117,8 @@ def _to_tensor(name: str, values: np.ndarray) -> torch.Tensor:
     if np.issubdtype(values.dtype, np.floating):
         if np.isnan(values).any():
             raise InputError(f"data {name!r} has {int(np.isnan(values).sum())} NaN value(s)")
+        if np.isinf(values).any():
+            raise InputError(f"data {name!r} has {int(np.isinf(values).sum())} infinite value(s)")
         return torch.as_tensor(values, dtype=torch.get_default_dtype())
     raise InputError(f"data {name!r} is not numeric (dtype {values.dtype})")
 
@@ -150,6 +152,8 @@ def load_data(path: str | Path) -> dict[str, torch.Tensor]:
                 raise InputError(f"cannot read data {path}: column {col!r} is not numeric")
             if frame[col].isna().any():
                 raise InputError(f"cannot read data {path}: column {col!r} has missing values")
+            if np.isinf(values.astype(np.float64)).any():
+                raise InputError(f"cannot read data {path}: column {col!r} has infinite values")
             out[str(col)] = torch.as_tensor(values.astype(np.float64), dtype=torch.get_default_dtype())
         return out
     if suffix == ".npz":

@@ -19,10 +19,12 @@ from typing import Any
 
 import arviz as az
 import pyro
+from pyro.nn import PyroModule
 
 from pyro_nf.evaluation.bridge import stack_chains, to_inference_data
 from pyro_nf.evaluation.diagnostics import Diagnosis, diagnose
 from pyro_nf.guides.registry import make_guide
+from pyro_nf.guides.store import claim_unused_name
 from pyro_nf.training.loop import FitResult, fit
 
 __all__ = ["FittedGuide", "fit_and_evaluate", "to_inference_data_restarts"]
@@ -84,6 +86,8 @@ def fit_and_evaluate(
     if isinstance(guide, str):
         name = guide
         guide = make_guide(guide, model, **dict(guide_kwargs or {}))
+        if isinstance(guide, PyroModule):  # built here: a name no param-store entry or live guide uses
+            claim_unused_name(guide)
     else:
         if guide_kwargs:
             raise ValueError("guide_kwargs apply only when guide is a registry name")

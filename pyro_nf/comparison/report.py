@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pyro_nf.comparison import plots
+from pyro_nf.comparison.folder import finish_folder, start_folder
 from pyro_nf.evaluation.diagnostics import khat_band
 
 if TYPE_CHECKING:
@@ -180,24 +181,32 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def write_report(comparison: Comparison, folder: str | Path) -> Path:
+def write_report(comparison: Comparison, folder: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``table.csv``, ``<guide>.nc`` per guide, ``elbo.png``, ``pair.png``, ``forest.png``,
     ``khat.png``, ``errors.csv`` (with a reference) and ``report.md`` into ``folder``.
 
     Args:
         comparison: the result of :func:`pyro_nf.compare`.
-        folder: created if missing; existing files of the same names are replaced.
+        folder: created if missing. An earlier pyro_nf report there is replaced (its files are
+            removed first, so the folder never mixes two runs); any other non-empty folder is
+            refused unless ``overwrite`` (see :mod:`pyro_nf.comparison.folder`).
+        overwrite: write into a non-empty folder that is not a pyro_nf report.
 
     Returns:
         The path of ``report.md``.
+
+    Raises:
+        ValueError: ``folder`` cannot be used (see :func:`~pyro_nf.comparison.folder.check_folder`).
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = start_folder(folder, overwrite=overwrite)
+    written = ["table.csv", "report.md", "elbo.png", "khat.png", "pair.png", "forest.png"]
     comparison.table.to_csv(folder / "table.csv")
     if not comparison.errors.empty:
         comparison.errors.to_csv(folder / "errors.csv", index=False)
+        written.append("errors.csv")
     for name, idata in comparison.idata.items():
         idata.to_netcdf(str(folder / f"{_safe_name(name)}.nc"))
+        written.append(f"{_safe_name(name)}.nc")
     figures = {
         "elbo.png": ("ELBO traces", comparison.plot_elbo),
         "khat.png": ("Pareto k-hat", comparison.plot_khat),
@@ -229,4 +238,5 @@ def write_report(comparison: Comparison, folder: str | Path) -> Path:
         lines += [f"## {title}", "", f"![{title}]({file})", ""]
     path = folder / "report.md"
     path.write_text("\n".join(lines))
+    finish_folder(folder, written, kind="compare")
     return path

@@ -75,8 +75,9 @@ class Comparison:
 
         return plots.plot_khat(self.table)
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``table.csv``, ``<guide>.nc``, four PNG plots and ``report.md`` into ``folder``."""
+    def save(self, folder: str | Path, *, overwrite: bool = False) -> Path:
+        """Write ``table.csv``, ``<guide>.nc``, four PNG plots and ``report.md`` into ``folder`` (an
+        earlier report there is replaced; another non-empty folder needs ``overwrite=True``)."""
         from pyro_nf.comparison.report import write_report
 
-        return write_report(self, folder)
+        return write_report(self, folder, overwrite=overwrite)

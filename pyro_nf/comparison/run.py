@@ -10,6 +10,8 @@ measures how far each guide's marginals are from them. The result is a :class:`C
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +29,7 @@ from pyro_nf.comparison.reference import (
 )
 from pyro_nf.comparison.result import Comparison
 from pyro_nf.guides.registry import GUIDES
+from pyro_nf.training.loop import fit
 
 __all__ = ["DEFAULT_FIT_KWARGS", "DEFAULT_GUIDES", "DEFAULT_NUM_STEPS", "compare"]
 
@@ -41,6 +44,26 @@ DEFAULT_NUM_STEPS: int = 2000
 #: converged, for every guide) and decays exponentially to a tenth of it by the last step, so the
 #: final parameters are not a noisy SVI iterate and the guides are compared near their optimum.
 DEFAULT_FIT_KWARGS: dict[str, Any] = {"num_steps": DEFAULT_NUM_STEPS, "lr": 0.05, "lr_decay": 0.1}
+
+
+def check_fit_kwargs(fit_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``fit_kwargs`` as a dict, refusing keys that are not options of :func:`pyro_nf.fit` (they would
+    otherwise reach the model as data)."""
+    opts = dict(fit_kwargs or {})
+    known = [
+        p.name for p in inspect.signature(fit).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    unknown = sorted(set(opts) - set(known))
+    if unknown:
+        hints = [
+            f"{u!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(u, known, 1)) else "")
+            for u in unknown
+        ]
+        raise ValueError(
+            f"fit_kwargs has unknown fit option(s) {', '.join(hints)}; fit options: {', '.join(known)} "
+            "(pass model data as keyword arguments of compare itself)"
+        )
+    return opts
 
 
 def _check_guides(guides: Sequence[str], guide_kwargs: Mapping[str, Any]) -> list[str]:
@@ -110,8 +133,9 @@ def compare(
             empty); a dict of draws ``site -> (n, *shape)``; an exact sampler
             ``f(num_samples, seed)``; or ``"nuts"`` (Pyro NUTS, 1 chain, 500 warm-up, 1000 draws).
         seed: seeds the reference, each guide's initialisation, fit and draws (every guide starts
-            from the same seed, so the order of ``guides`` does not matter). Pyro's param store
-            is cleared before each guide.
+            from the same seed, so the order of ``guides`` does not matter). Each guide is fitted
+            in its own param-store scope under a name nothing else uses: the param store's contents
+            before the call are left exactly as they were.
         num_samples: draws per guide in its ``InferenceData`` (these feed the reference metrics).
         diagnose_samples: importance samples per guide for k-hat, ESS, ELBO and IW-ELBO.
         progress: progress bar per guide.
@@ -137,24 +161,24 @@ def compare(
     names = _check_guides(guides, guide_kwargs)
     ref = _as_reference(reference, model, args, model_kwargs, seed, progress)
     supports = latent_supports(model, *args, **model_kwargs) if ref is not None else {}
-    fit_opts = {**DEFAULT_FIT_KWARGS, "seed": seed, "progress": progress, **(fit_kwargs or {})}
+    fit_opts = {**DEFAULT_FIT_KWARGS, "seed": seed, "progress": progress, **check_fit_kwargs(fit_kwargs)}
 
     rows, idatas, fits, diags, errors = [], {}, {}, {}, []
     for i, name in enumerate(names):
         if progress:
             tqdm.write(f"[{i + 1}/{len(names)}] {name}")
-        pyro.clear_param_store()
-        out = fit_and_evaluate(
-            model,
-            name,
-            *args,
-            seed=seed,
-            guide_kwargs=guide_kwargs.get(name, {}),
-            fit_kwargs=fit_opts,
-            num_samples=num_samples,
-            diagnose_samples=diagnose_samples,
-            **model_kwargs,
-        )
+        with pyro.get_param_store().scope():
+            out = fit_and_evaluate(
+                model,
+                name,
+                *args,
+                seed=seed,
+                guide_kwargs=guide_kwargs.get(name, {}),
+                fit_kwargs=fit_opts,
+                num_samples=num_samples,
+                diagnose_samples=diagnose_samples,
+                **model_kwargs,
+            )
         guide, result, idata, diag = out.guide, out.fit, out.idata, out.diagnosis
         steps_done = max(1, len(result.losses))
         row = {

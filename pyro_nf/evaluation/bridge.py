@@ -32,7 +32,9 @@ import pyro
 import torch
 import xarray as xr
 
+from pyro_nf._util import check_positive_int
 from pyro_nf.evaluation import draws as _traces
+from pyro_nf.evaluation.batches import iter_batches
 from pyro_nf.evaluation.diagnostics import KHAT_USABLE, importance_ess, khat_band, psis
 
 __all__ = ["importance_resample", "to_inference_data", "stack_chains"]
@@ -135,9 +137,7 @@ def _draw(
     model: Callable, guide: Callable, args: tuple, kwargs: dict, num_samples: int, batch_size: int
 ) -> tuple[_traces.ModelLayout, _traces.Batch]:
     layout = _traces.inspect_model(model, guide, args, kwargs)
-    batches = list(
-        _traces.iter_batches(model, guide, args, kwargs, layout, num_samples, batch_size, full=True)
-    )
+    batches = list(iter_batches(model, guide, args, kwargs, layout, num_samples, batch_size, full=True))
     return layout, _traces.concat(batches)
 
 
@@ -186,6 +186,14 @@ def to_inference_data(
         >>> dict(idata.log_likelihood.sizes)
         {'chain': 1, 'draw': 50, 'obs': 3}
     """
+    check_positive_int("num_samples", num_samples)
+    check_positive_int("batch_size", batch_size)
+    if fit is not None and not all(
+        hasattr(fit, a) for a in ("losses", "num_steps", "stop_reason", "wall_seconds", "num_recoveries")
+    ):
+        raise TypeError(
+            f"fit must be None or the result of pyro_nf.fit (a FitResult), got {type(fit).__name__}"
+        )
     layout, draws = _draw(model, guide, args, model_kwargs, num_samples, batch_size)
     return _assemble(_stack([draws]), layout, _attrs(guide, layout, fit, num_samples))
 
@@ -245,11 +253,19 @@ def importance_resample(
     Example:
         >>> corrected = importance_resample(idata, on_bad_khat="warn")  # doctest: +SKIP
     """
+    if not isinstance(idata, az.InferenceData):
+        raise TypeError(
+            f"importance_resample needs an InferenceData from pyro_nf.to_inference_data, "
+            f"got {type(idata).__name__}"
+        )
+    if num_draws is not None:
+        num_draws = check_positive_int("num_draws", num_draws)
     if on_bad_khat not in ("raise", "warn"):
         raise ValueError(f"on_bad_khat must be 'raise' or 'warn', got {on_bad_khat!r}")
     if "sample_stats" not in idata.groups() or "log_weight" not in idata.sample_stats:
         raise ValueError("idata has no sample_stats.log_weight; build it with pyro_nf.to_inference_data")
-    smoothed, khat = psis(idata.sample_stats["log_weight"].values.reshape(-1))
+    log_weight = idata.sample_stats["log_weight"].values.reshape(-1)
+    smoothed, khat = psis(np.where(np.isnan(log_weight), -np.inf, log_weight))
     if khat_band(khat) in ("unreliable", "unknown"):
         message = (
             f"Pareto k-hat = {khat:.2f} > {KHAT_USABLE}: the guide misses too much posterior "
@@ -260,7 +276,7 @@ def importance_resample(
         warnings.warn(message, UserWarning, stacklevel=2)
     if seed is None:
         seed = int(np.random.randint(0, 2**31 - 1))
-    n = smoothed.size if num_draws is None else int(num_draws)
+    n = smoothed.size if num_draws is None else num_draws
     index = _systematic_resample(smoothed, n, np.random.default_rng(seed))
     ess = importance_ess(smoothed)
     attrs = {"importance_resampled": "psis-systematic", "resample_khat": float(khat), "resample_ess": ess}

@@ -35,7 +35,9 @@ from typing import Any
 import arviz as az
 import numpy as np
 
+from pyro_nf._util import check_positive_int
 from pyro_nf.evaluation import draws as _traces
+from pyro_nf.evaluation.batches import iter_batches
 
 __all__ = ["Diagnosis", "diagnose", "importance_log_weights", "psis", "verdict"]
 
@@ -49,6 +51,10 @@ def _logsumexp(x: np.ndarray) -> float:
 
 KHAT_GOOD = 0.5
 KHAT_USABLE = 0.7
+#: fewest draws whose Pareto tail, ceil(min(S / 5, 3 sqrt(S))), has the 5 weights a k-hat fit needs
+MIN_KHAT_DRAWS = 21
+#: registry and class names of the flow guides (their "unreliable" advice is a richer flow)
+_FLOW_GUIDES = frozenset({"planar", "iaf", "maf", "autoplanar", "autoiaf", "automaf"})
 
 
 def psis(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
@@ -59,8 +65,8 @@ def psis(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
 
     Returns:
         The smoothed log weights normalised so that :math:`\sum_s \tilde w_s = 1`, and
-        :math:`\hat k` (``inf`` when the tail is too short to fit, ``-inf`` when all weights are
-        equal, i.e. the guide is exact).
+        :math:`\hat k` (``nan`` below :data:`MIN_KHAT_DRAWS` draws, ``inf`` when the tail is too
+        short to fit, ``-inf`` when all weights are equal, i.e. the guide is exact).
 
     Raises:
         ValueError: If any log weight is NaN.
@@ -76,7 +82,11 @@ def psis(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
             f"{int(np.isnan(lw).sum())} of {lw.size} log weights are NaN: the model "
             "or guide produced an invalid density for some draws"
         )
-    if lw.size and np.ptp(lw) == 0.0:
+    if lw.size < MIN_KHAT_DRAWS:  # no tail to fit: k-hat is unknown (never "good")
+        finite = np.isfinite(lw).any()
+        norm = lw - _logsumexp(lw) if finite else np.full(lw.size, -math.log(max(lw.size, 1)))
+        return norm, math.nan
+    if np.ptp(lw) == 0.0:
         # Constant weights (q proportional to p): bounded, the limit k -> -inf; nothing to fit.
         return np.full(lw.size, -math.log(lw.size)), -math.inf
     smoothed, khat = az.psislw(lw, reff=1.0)
@@ -84,7 +94,7 @@ def psis(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def khat_band(khat: float) -> str:
-    """The one reading of a Pareto k-hat (Yao et al. 2018) that the verdict, the report and the
+    r"""The one reading of a Pareto k-hat (Yao et al. 2018) that the verdict, the report and the
     plots share: ``"good"`` (:math:`\hat k < 0.5`), ``"usable"`` (:math:`0.5 \le \hat k \le 0.7`),
     ``"unreliable"`` (:math:`\hat k > 0.7`) or ``"unknown"`` (NaN or :math:`+\infty`: too few draws).
 
@@ -178,8 +188,14 @@ class Diagnosis:
 
     @property
     def verdict(self) -> str:
-        """Yao et al.'s reading of :attr:`khat` (see :func:`verdict`)."""
-        return verdict(self.khat)
+        """Yao et al.'s reading of :attr:`khat` (see :func:`verdict`); for a flow guide the advice
+        is a richer flow, not "a flow"."""
+        text = verdict(self.khat)
+        if self.guide.lower() in _FLOW_GUIDES:
+            text = text.replace(
+                "a richer guide (e.g. a flow)", "a richer flow (more layers, wider hidden layers)"
+            )
+        return text
 
     @property
     def num_impossible(self) -> int:
@@ -197,7 +213,10 @@ class Diagnosis:
         """Summarise per-draw log densities (e.g. from :func:`importance_log_weights`)."""
         log_p = np.asarray(log_p, dtype=np.float64).reshape(-1)
         log_q = np.asarray(log_q, dtype=np.float64).reshape(-1)
+        # a draw the model cannot score (NaN, e.g. a scale that underflowed to 0) has zero density
+        log_p = np.where(np.isnan(log_p), -np.inf, log_p)
         lw = log_p - log_q
+        lw = np.where(np.isnan(lw), -np.inf, lw)
         smoothed, khat = psis(lw)
         s = lw.size
         finite = lw[np.isfinite(lw)]
@@ -227,9 +246,11 @@ class Diagnosis:
         ]
         if self.num_impossible:
             rows.append(
-                f"  {self.num_impossible} draw(s) have log p = -inf: the guide puts mass "
-                "where the model has none (in floating point), so the ELBO is -inf"
+                f"  {self.num_impossible} draw(s) have log p = -inf or could not be scored (NaN): the "
+                "guide puts mass where the model has none (in floating point), so the ELBO is -inf"
             )
+        if self.num_draws < MIN_KHAT_DRAWS:
+            rows.append(f"  k-hat needs at least {MIN_KHAT_DRAWS} draws; got {self.num_draws}")
         rows += [
             f"  verdict: {label}",
             textwrap.fill(
@@ -265,9 +286,11 @@ def importance_log_weights(
         >>> log_p.shape
         (10,)
     """
+    check_positive_int("num_samples", num_samples)
+    check_positive_int("batch_size", batch_size)
     layout = _traces.inspect_model(model, guide, args, model_kwargs)
     batches = list(
-        _traces.iter_batches(model, guide, args, model_kwargs, layout, num_samples, batch_size, full=False)
+        iter_batches(model, guide, args, model_kwargs, layout, num_samples, batch_size, full=False)
     )
     return (np.concatenate([b.log_p for b in batches]), np.concatenate([b.log_q for b in batches]))
 

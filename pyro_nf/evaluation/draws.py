@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from pyro.ops.contract import contract_to_tensor
 from pyro.poutine.util import prune_subsample_sites
 
 from pyro_nf._sites import is_enumerated
+from pyro_nf.evaluation.subsample import full_data
 
 PARTICLE_PLATE = "_pyro_nf_particles"
 
@@ -85,6 +86,8 @@ class ModelLayout:
     observed_values: dict[str, np.ndarray] = field(default_factory=dict)
     enumerated: tuple[str, ...] = ()
     plates: dict[str, int] = field(default_factory=dict)
+    #: plates the model subsamples, evaluated on their full data: name -> (size, subsample_size)
+    subsampled: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def coords(self) -> dict[str, np.ndarray]:
         """Coordinates of every named dim: plates and unnamed site axes, each ``arange(size)``."""
@@ -112,6 +115,8 @@ class Batch:
     values: dict[str, np.ndarray] = field(default_factory=dict)
     log_likelihood: dict[str, np.ndarray] = field(default_factory=dict)
     predictive: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the first draw's latent values in their unvectorised shapes (not concatenated)
+    first: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def guide_name(guide: Callable) -> str:
@@ -159,7 +164,7 @@ def inspect_model(model: Callable, guide: Callable, args: tuple, kwargs: dict) -
         ValueError: If the model has a latent site that the guide neither samples nor is
             marked for parallel enumeration (its draws would silently come from the prior).
     """
-    with poutine.block():
+    with poutine.block(), full_data() as expanded, pyro.validation_enabled(False):
         guide_trace = prune_subsample_sites(poutine.trace(guide).get_trace(*args, **kwargs))
         model_trace = prune_subsample_sites(
             poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
@@ -173,7 +178,7 @@ def inspect_model(model: Callable, guide: Callable, args: tuple, kwargs: dict) -
             for f in site["cond_indep_stack"]:
                 if f.vectorized:
                     nesting = max(nesting, -f.dim)
-    layout = ModelLayout(max_plate_nesting=nesting)
+    layout = ModelLayout(max_plate_nesting=nesting, subsampled=dict(expanded))
     enumerated = []
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample" or site["infer"].get("is_auxiliary"):
@@ -210,10 +215,10 @@ def _vectorize(fn: Callable, n: int, dim: int) -> Callable:
     return vectorized
 
 
-def _per_particle(term: torch.Tensor, symbol: str, n: int) -> torch.Tensor:
+def _per_particle(term: torch.Tensor, symbol: str | None, n: int) -> torch.Tensor:
     """Sum a packed tensor over every dim but the particle dim; shape ``(n,)``."""
     dims = term._pyro_dims
-    if symbol not in dims:
+    if symbol is None or symbol not in dims:
         return term.sum().expand(n)
     return term.movedim(dims.index(symbol), 0).reshape(term.shape[dims.index(symbol)], -1).sum(-1)
 
@@ -260,21 +265,51 @@ def _enumerated_log_likelihood(
 
 @torch.no_grad()
 def draw_batch(
-    model: Callable, guide: Callable, args: tuple, kwargs: dict, layout: ModelLayout, n: int, *, full: bool
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    layout: ModelLayout,
+    n: int,
+    *,
+    full: bool,
+    vectorized: bool = True,
 ) -> Batch:
     r"""Draw ``n`` particles from ``guide``; score them under ``model``.
+
+    Subsampled plates use their full data (:func:`~pyro_nf.evaluation.subsample.full_data`), and
+    distribution arguments are not validated: a draw the model cannot score (e.g. a scale that
+    underflowed to 0) gets a non-finite log density instead of raising.
 
     Args:
         full: If False, compute only ``log_p`` and ``log_q``; if True, also constrained values of
             every latent and deterministic site, pointwise log-likelihoods and one
             posterior-predictive replicate per draw.
+        vectorized: If False, run model and guide once, unvectorised (``n`` must be 1).
     """
+    with full_data(), pyro.validation_enabled(False):
+        return _draw_batch(model, guide, args, kwargs, layout, n, full, vectorized)
+
+
+def _draw_batch(
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    layout: ModelLayout,
+    n: int,
+    full: bool,
+    vectorized: bool,
+) -> Batch:
     nesting = layout.max_plate_nesting
     dim = -(nesting + 1)
-    vmodel = _vectorize(model, n, dim)
+    if not vectorized and n != 1:
+        raise ValueError(f"an unvectorised batch holds one draw, got n={n}")
+    vectorize = _vectorize if vectorized else (lambda fn, n, dim: fn)
+    vmodel = vectorize(model, n, dim)
     with poutine.block():
         guide_trace = prune_subsample_sites(
-            poutine.trace(_vectorize(guide, n, dim)).get_trace(*args, **kwargs)
+            poutine.trace(vectorize(guide, n, dim)).get_trace(*args, **kwargs)
         )
         scored = vmodel
         if layout.enumerated:
@@ -286,7 +321,7 @@ def draw_batch(
     guide_trace.compute_log_prob()
     guide_trace.pack_tensors()
     model_trace.pack_tensors(guide_trace.plate_to_symbol)
-    symbol = guide_trace.plate_to_symbol[PARTICLE_PLATE]
+    symbol = guide_trace.plate_to_symbol.get(PARTICLE_PLATE)
 
     marginal, factors, ordering, sum_dims, scale = _compute_model_factors(model_trace, guide_trace)
     log_p = torch.zeros(n)
@@ -294,13 +329,18 @@ def draw_batch(
         for term in terms:
             log_p = log_p + _per_particle(term, symbol, n)
     if factors:
-        joint = contract_to_tensor(factors, sum_dims, target_ordinal=frozenset({symbol}))
+        target = frozenset({symbol}) if symbol is not None else frozenset()
+        joint = contract_to_tensor(factors, sum_dims, target_ordinal=target)
         log_p = log_p + _per_particle(packed.scale_and_mask(joint, scale=scale), symbol, n)
     log_q = torch.zeros(n)
     for site in guide_trace.nodes.values():
         if site["type"] == "sample":
             log_q = log_q + _per_particle(site["packed"]["log_prob"], symbol, n)
     batch = Batch(log_p.double().cpu().numpy(), log_q.double().cpu().numpy())
+    for name, lay in layout.latent.items():  # particle 0's latent values (the vectorisation check)
+        if name not in layout.enumerated:
+            first = _unbatch(model_trace.nodes[name]["value"], n, lay, nesting, True)[0]
+            batch.first[name] = torch.as_tensor(first).reshape(lay.shape)
     if not full:
         return batch
 
@@ -327,27 +367,6 @@ def draw_batch(
     for name, lay in layout.observed.items():
         batch.predictive[name] = _unbatch(pred_trace.nodes[name]["value"], n, lay, nesting, True)
     return batch
-
-
-def iter_batches(
-    model: Callable,
-    guide: Callable,
-    args: tuple,
-    kwargs: dict,
-    layout: ModelLayout,
-    num_samples: int,
-    batch_size: int,
-    *,
-    full: bool,
-) -> Iterator[Batch]:
-    """Yield :func:`draw_batch` results covering ``num_samples`` draws, ``batch_size`` at a time."""
-    if num_samples < 1 or batch_size < 1:
-        raise ValueError(f"num_samples and batch_size must be positive, got {num_samples}, {batch_size}")
-    done = 0
-    while done < num_samples:
-        n = min(batch_size, num_samples - done)
-        yield draw_batch(model, guide, args, kwargs, layout, n, full=full)
-        done += n
 
 
 def concat(batches: list[Batch]) -> Batch:

@@ -28,6 +28,7 @@ __all__ = [
     "Example",
     "describe",
     "draws_from_json",
+    "event_to_plate",
     "load_json",
     "mixture_quantiles",
     "normal_quantiles",
@@ -210,3 +211,36 @@ def mixture_quantiles(
         low = cdf(mid) < probs
         lo, hi = np.where(low, mid, lo), np.where(low, hi, mid)
     return (0.5 * (lo + hi)).tolist()
+
+
+def event_to_plate(value: torch.Tensor, site: str) -> torch.Tensor:
+    r"""A vector site's value with its event dim placed where the model's plate dim ``-1`` is.
+
+    A latent vector site declared outside the model's plate (with ``.to_event(1)``) has shape
+    ``(*batch, n)``, where under outer plates (e.g. a vectorised particle plate at dim ``-2``) the
+    batch shape ends in a singleton at dim ``-1``: the place of the model's own plate. Dropping
+    that singleton makes the ``n`` values line up with a plate of size ``n`` at dim ``-1``:
+    ``(n,) -> (n,)``, ``(P, 1, n) -> (P, n)``, ``(P, 1, 1, n) -> (P, 1, n)``.
+
+    >>> event_to_plate(torch.zeros(8, 1, 5), "f").shape
+    torch.Size([8, 5])
+
+    Args:
+        value: The site's value, shape ``(n,)`` or ``(*batch, 1, n)``.
+        site: The site's name, for the error message.
+
+    Returns:
+        The value without the singleton dim ``-2`` (a view).
+
+    Raises:
+        ValueError: If ``value`` has batch dims but dim ``-2`` is not a singleton (the model was
+            run under a plate at dim ``-1``, which the model's own plate needs).
+    """
+    if value.dim() == 1:
+        return value
+    if value.shape[-2] != 1:
+        raise ValueError(
+            f"site {site!r}: value of shape {tuple(value.shape)}, expected (n,) or (*batch, 1, n); "
+            "an outer plate must sit left of the model's plate at dim -1 (max_plate_nesting >= 1)"
+        )
+    return value.squeeze(-2)

@@ -17,6 +17,7 @@ How to add a guide (the checklist):
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any, ClassVar
 
 import torch
@@ -24,9 +25,15 @@ from pyro.infer.autoguide import AutoContinuous
 
 from pyro_nf._sites import check_model_sites, hide_non_latent
 from pyro_nf._util import isolated_rng
+from pyro_nf.guides import store as _store
 from pyro_nf.transforms import NotInvertibleError
 
 __all__: list[str] = []
+
+#: state-dict entry naming the guide class and structure (uint8 bytes of a JSON string)
+_SIGNATURE = "_signature_buffer"
+#: constructor settings that only initialise (a state dict overrides them) or change the gradient
+_INIT_ONLY = frozenset({"init_scale", "init_loc_fn", "stl"})
 
 
 class _ContractMixin:
@@ -44,16 +51,34 @@ class _ContractMixin:
     def _init_contract(self, config: dict[str, Any]) -> None:
         self._materialised = False
         self.config = config
+        # own parameters: a name no other live pyro_nf guide holds (see pyro_nf.guides.store)
+        self._pyro_name = _store.claim_name(self, type(self).__name__)
+        sig = json.dumps(self._signature(), sort_keys=True).encode()
+        self.register_buffer(_SIGNATURE, torch.tensor(list(sig), dtype=torch.uint8))  # type: ignore[attr-defined]
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         with isolated_rng():
             check_model_sites(self.model, args, kwargs, type(self).__name__, self.supports_subsampled_latents)
-        with isolated_rng():
-            if self._materialised:
+        found = _store.take_entries(self)  # store entries under this guide's name, not yet its own
+        if self._materialised:
+            if found:
+                warnings.warn(
+                    f"{type(self).__name__}: {len(found)} entries under {self._pyro_name!r} in Pyro's "
+                    "param store were dropped in favour of the loaded state dict",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            with isolated_rng():
                 self._setup_materialised(*args, **kwargs)
-                return
-            self._setup_fresh_traced(*args, **kwargs)
-        self._setup_fresh_params()
+            return
+        try:
+            with isolated_rng():
+                self._setup_fresh_traced(*args, **kwargs)
+            self._setup_fresh_params()
+        except BaseException:
+            _store.restore_entries(found)
+            raise
+        _store.adopt_entries(self, found)
 
     def _setup_fresh_traced(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)  # type: ignore[misc]
@@ -67,14 +92,65 @@ class _ContractMixin:
     def _materialise(self, state_dict: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError  # abstract: subclasses implement it
 
+    def _signature(self) -> dict[str, str]:
+        shape = {k: v for k, v in self.config.items() if k not in _INIT_ONLY}
+        return {"guide": type(self).__name__, "config": json.dumps(shape, sort_keys=True, default=str)}
+
+    def _check_signature(self, state_dict: Any) -> Any:
+        """Refuse a state dict of another guide class or structure (IAF and MAF have equal shapes)."""
+        raw = state_dict.get(_SIGNATURE) if hasattr(state_dict, "get") else None
+        if raw is None:  # a state dict from elsewhere (or an older pyro_nf): shapes are still checked
+            return {**state_dict, _SIGNATURE: self._signature_buffer.clone()}
+        mine = self._signature()
+        try:
+            theirs = json.loads(bytes(raw.tolist()).decode())
+        except (ValueError, AttributeError, TypeError):
+            theirs = {"guide": "an unknown guide"}
+        if theirs.get("guide") != mine["guide"]:
+            raise ValueError(
+                f"{mine['guide']}.load_state_dict: the state dict comes from guide class "
+                f"{theirs.get('guide')}; load it into a {theirs.get('guide')} built with the same settings"
+            )
+        if theirs.get("config") != mine["config"]:
+            raise ValueError(
+                f"{mine['guide']}.load_state_dict: the state dict is from a guide built with "
+                f"{theirs.get('config')}, this one has {mine['config']}"
+            )
+        return state_dict
+
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         """Load parameters, also into a never-called guide: its parameters are first created
         from the state dict's shapes, and its first call then neither re-initialises them nor
-        consumes the random stream."""
+        consumes the random stream.
+
+        Raises:
+            ValueError: the state dict comes from another guide class or one built with other
+                structural settings (``num_flows``, ``hidden_dims``, ``rank``, ...), or (at the first
+                call) from a model with another number of latent dimensions.
+        """
+        state_dict = self._check_signature(state_dict)
         if getattr(self, "prototype_trace", None) is None and not self._materialised:
-            self._materialise(state_dict)
+            self._materialise({k: v for k, v in state_dict.items() if k != _SIGNATURE})
             self._materialised = True
         return super().load_state_dict(state_dict, strict=strict, assign=assign)  # type: ignore[misc]
+
+    def _ensure_set_up(self, args: tuple, kwargs: dict) -> None:
+        if getattr(self, "prototype_trace", None) is None:
+            with torch.no_grad():
+                self._setup_prototype(*args, **kwargs)
+
+    @torch.no_grad()
+    def median(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Posterior median of each latent site; a never-called guide (e.g. one just given a
+        ``load_state_dict``) is set up first on the model arguments given here."""
+        self._ensure_set_up(args, kwargs)
+        return super().median(*args, **kwargs)  # type: ignore[misc]
+
+    @torch.no_grad()
+    def quantiles(self, quantiles: Any, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Posterior quantiles of each latent site (set-up as in :meth:`median`)."""
+        self._ensure_set_up(args, kwargs)
+        return super().quantiles(quantiles, *args, **kwargs)  # type: ignore[misc]
 
     def config_json(self) -> str:
         """The constructor settings as a JSON string (for provenance, e.g. netCDF attrs)."""

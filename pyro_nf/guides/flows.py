@@ -21,12 +21,12 @@ from typing import Any, ClassVar
 
 import pyro
 import torch
-from pyro.distributions import Normal, TransformedDistribution, constraints
+from pyro.distributions import Normal, TorchDistribution, TransformedDistribution, constraints
 from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_median
 from pyro.nn import PyroParam
 from torch import nn
-from torch.distributions import ComposeTransform, biject_to
+from torch.distributions import AffineTransform, ComposeTransform, biject_to
 
 from pyro_nf._util import check_positive_float, check_positive_int, isolated_rng
 from pyro_nf.guides.contract import _ContinuousMixin
@@ -158,24 +158,40 @@ class AutoFlow(_ContinuousMixin, AutoContinuous):
 
     # -- the posterior ------------------------------------------------------------------------
     def get_base_dist(self) -> Normal:
-        return Normal(self.loc, self.scale).to_event(1)
+        r"""A standard Normal on :math:`\mathbb{R}^D`, Pyro's convention for flow guides (what
+        ``NeuTraReparam`` hands to NUTS as the warped space): ``get_posterior()`` is this base pushed
+        through :meth:`get_transform`."""
+        zero = torch.zeros_like(self.loc)
+        return Normal(zero, torch.ones_like(zero)).to_event(1)
 
     def get_transform(self, *args: Any, **kwargs: Any) -> ComposeTransform:
-        """The flow layers composed: ``get_posterior()`` is the base pushed through this map."""
-        return ComposeTransform(list(self.flows))
+        """The whole map from the standard-Normal base to the unconstrained latent: the affine
+        ``loc + scale * eps`` followed by the flow layers (so ``NeuTraReparam`` with this guide gives
+        NUTS a space in which the fitted posterior is standard Normal)."""
+        return ComposeTransform([AffineTransform(self.loc, self.scale, event_dim=1), *self.flows])
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> TransformedDistribution:
-        """The guide's distribution over the unconstrained latent vector."""
-        return TransformedDistribution(self.get_base_dist(), list(self.flows))
+        """The guide's distribution over the unconstrained latent vector: the learnable diagonal
+        Normal ``N(loc, scale^2)`` pushed through the flow layers (the same distribution as
+        ``get_base_dist()`` pushed through ``get_transform()``)."""
+        return TransformedDistribution(Normal(self.loc, self.scale).to_event(1), list(self.flows))
 
-    def sample_latent(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """Sample the packed unconstrained latent (with ``stl=True``, its log q carries only the
-        path gradient: see :mod:`pyro_nf.guides.stl`)."""
+    def latent_distribution(self, *args: Any, **kwargs: Any) -> TorchDistribution:
+        """What :meth:`sample_latent` draws from: :meth:`get_posterior`, or with ``stl=True`` the
+        same draws scored with detached parameters (only the path gradient: :mod:`pyro_nf.guides.stl`)."""
         posterior = self.get_posterior(*args, **kwargs)
         if self.stl:
             base = Normal(self.loc.detach(), self.scale.detach()).to_event(1)
             posterior = StickingTheLanding(posterior, detached_flow(base, list(self.flows)))
-        return pyro.sample(f"_{self._pyro_name}_latent", posterior, infer={"is_auxiliary": True})
+        return posterior
+
+    def sample_latent(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Sample the packed unconstrained latent from :meth:`latent_distribution`."""
+        return pyro.sample(
+            f"_{self._pyro_name}_latent",
+            self.latent_distribution(*args, **kwargs),
+            infer={"is_auxiliary": True},
+        )
 
     @torch.no_grad()
     def quantiles(
@@ -255,6 +271,8 @@ class _AutoAutoregressive(AutoFlow):
         stl: bool | None = None,
     ) -> None:
         if hidden_dims is not None:
+            if not isinstance(hidden_dims, Sequence) or isinstance(hidden_dims, str):
+                raise ValueError(f"hidden_dims must be a sequence of positive integers, got {hidden_dims!r}")
             hidden_dims = tuple(hidden_dims)
             if not hidden_dims:
                 raise ValueError("hidden_dims must be a non-empty sequence of positive integers")
@@ -275,10 +293,14 @@ class _AutoAutoregressive(AutoFlow):
             skip_connections=self.skip_connections,
         )
 
-    @staticmethod
-    def default_hidden_dims(latent_dim: int) -> tuple[int, int]:
-        """Two hidden layers of width ``max(2 D, 32)``."""
-        width = max(2 * latent_dim, 32)
+    #: the default hidden width never exceeds this (at D = 5000, max(2 D, 32) would give one layer
+    #: ~10^9 weights); MADE allows widths below D (coarser degree groups, still autoregressive)
+    max_default_width: ClassVar[int] = 512
+
+    @classmethod
+    def default_hidden_dims(cls, latent_dim: int) -> tuple[int, int]:
+        """Two hidden layers of width ``min(max(2 D, 32), 512)``."""
+        width = min(max(2 * latent_dim, 32), cls.max_default_width)
         return (width, width)
 
     def _layer_config(self, k: int, latent_dim: int) -> dict[str, Any]:
@@ -300,7 +322,7 @@ class AutoIAF(_AutoAutoregressive):
     ======================== ===========================
 
     Defaults: ``num_flows=4`` layers alternating natural and reversed variable order (the
-    permutation between layers), ``hidden_dims=(max(2D, 32),) * 2``, ``max_log_scale=5`` (each
+    permutation between layers), ``hidden_dims=(min(max(2D, 32), 512),) * 2``, ``max_log_scale=5`` (each
     layer scales a coordinate by at most :math:`e^{\pm 5}`; no overflow for any input) and
     ``skip_connections=True`` (MADE's direct input-output connections, fused into the output
     layer: they let a scale depend linearly on earlier coordinates, as a funnel's does, and they

@@ -17,6 +17,7 @@ import contextlib
 import io
 import os
 import pickle
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from pyro_nf.training.guard import DivergenceGuard, restore
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "check_checkpoint_target",
     "apply_checkpoint",
     "load_checkpoint",
     "save_checkpoint",
@@ -58,14 +60,58 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     torch.save(payload, buffer)
     data = buffer.getvalue()
     tmp = path.with_name(path.name + ".tmp")
-    _write_synced(tmp, data)
-    os.replace(tmp, path)
+    try:
+        _write_synced(tmp, data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     with contextlib.suppress(OSError):  # directories cannot be opened on Windows
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def check_checkpoint_target(checkpoint: str | os.PathLike | None, resume: str | os.PathLike | None) -> None:
+    """Check, before a fit starts, that ``checkpoint`` can be written without destroying anything.
+
+    Raises:
+        ValueError: ``checkpoint`` is a directory, lies under a file, or names an existing file that
+            is not a pyro_nf fit checkpoint (it is never overwritten).
+
+    Warns:
+        UserWarning: it names an earlier pyro_nf checkpoint and ``resume`` is not that file: the
+            earlier checkpoint will be replaced.
+    """
+    if checkpoint is None:
+        return
+    path = Path(checkpoint)
+    if str(checkpoint) == "" or path.is_dir():
+        raise ValueError(f"checkpoint must be a file path, got the directory {str(checkpoint)!r}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"checkpoint {str(path)!r} lies under {str(parent)!r}, which is a file")
+            break
+    if not path.exists():
+        return
+    try:
+        load_checkpoint(path)
+    except CheckpointError:
+        raise ValueError(
+            f"refusing to overwrite {str(path)!r} with a checkpoint: it exists and is not a pyro_nf fit "
+            "checkpoint; choose another path or remove the file"
+        ) from None
+    if resume is None or Path(resume).resolve() != path.resolve():
+        warnings.warn(
+            f"checkpoint {str(path)!r} holds an earlier fit and will be replaced; pass resume={str(path)!r} "
+            "to continue that fit instead",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _write_synced(path: Path, data: bytes) -> None:

@@ -8,6 +8,11 @@ over level :math:`j-1`'s copy every :data:`LADDER_PERIODS`\ ``[j-1]`` steps, so 
 fit's starting point. The *r*-th recovery (0-based) restores level ``min(r, last)`` (falling back to an
 older level where one is not yet filled): 1 step back, then about 8, 64, 512 steps back, then the start.
 The optimizer moments are reset and every learning rate multiplied by :data:`RECOVERY_LR_FACTOR`.
+
+Memory: up to six copies of the parameters can be alive (the candidate, four ladder levels, the
+start). Above :data:`COMPACT_BYTES` of parameters (e.g. a flow at D = 5000) the guard is *compact*:
+two preallocated buffers, the candidate and the last verified copy, swapped in place each step (no
+allocation per step); every recovery then restores the last verified parameters (one step back).
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from pyro_nf.training.errors import FitDivergedError
 RECOVERY_LR_FACTOR = 0.5
 #: Steps between promotions of ladder level j-1 to level j (j = 1, 2, 3).
 LADDER_PERIODS = (8, 64, 512)
+
+#: Parameter bytes above which the guard keeps two copies instead of the ladder (see module docstring).
+COMPACT_BYTES = 32 * 2**20
 
 Snapshot = dict[str, torch.Tensor]
 
@@ -82,25 +90,46 @@ class DivergenceGuard:
         max_recoveries: recoveries allowed before :class:`FitDivergedError`.
     """
 
-    def __init__(self, params: dict[str, torch.Tensor], max_recoveries: int) -> None:
+    def __init__(
+        self, params: dict[str, torch.Tensor], max_recoveries: int, compact_bytes: int | None = None
+    ) -> None:
         self.params, self.max_recoveries = params, max_recoveries
+        nbytes = sum(p.numel() * p.element_size() for p in params.values())
+        #: two swapped buffers instead of the ladder (parameters over ``compact_bytes``)
+        self.compact = nbytes > (COMPACT_BYTES if compact_bytes is None else compact_bytes)
         self.initial = clone(params)
-        self.levels: list[Snapshot | None] = [self.initial] + [None] * len(LADDER_PERIODS)
+        depth = 0 if self.compact else len(LADDER_PERIODS)
+        self.levels: list[Snapshot | None] = [self.initial] + [None] * depth
         self.recovery_steps: list[int] = []
         self.candidate: Snapshot | None = None
+        self.spare: Snapshot | None = None
         self.last_error: Exception | None = None
 
     def before_step(self) -> None:
         """Copy the parameters the coming step starts from."""
-        self.candidate = clone(self.params)
+        if not self.compact:
+            self.candidate = clone(self.params)
+            return
+        if self.spare is None:
+            self.spare = clone(self.params)
+        else:
+            with torch.no_grad():
+                for n, p in self.params.items():
+                    self.spare[n].copy_(p)
+        self.candidate = self.spare
 
     def verified(self) -> None:
         """The step just run returned a finite loss: its starting parameters are good."""
+        if self.compact:  # swap: the old verified copy becomes the next candidate's buffer
+            if self.candidate is not self.levels[0]:
+                self.spare, self.levels[0] = self.levels[0], self.candidate
+            self.initial = self.levels[0]
+            return
         self.levels[0] = self.candidate
 
     def completed(self, step: int) -> None:
         """Step ``step`` (1-based count) finished with finite loss and parameters: promote levels."""
-        for j in range(len(LADDER_PERIODS), 0, -1):
+        for j in range(len(self.levels) - 1, 0, -1):
             if step % LADDER_PERIODS[j - 1] == 0 and self.levels[j - 1] is not None:
                 self.levels[j] = self.levels[j - 1]
 
@@ -175,5 +204,12 @@ class DivergenceGuard:
             if snap is not None and set(snap) != set(self.params):
                 raise ValueError("guard snapshots are for other parameters")
         self.initial = state["initial"]
-        self.levels = list(state["levels"])
+        levels = list(state["levels"])
+        if self.compact:  # keep the newest verified copy only
+            self.initial = levels[0] if levels[0] is not None else self.initial
+            levels = [self.initial]
+            self.spare = None
+        else:
+            levels += [None] * (1 + len(LADDER_PERIODS) - len(levels))
+        self.levels = levels
         self.recovery_steps = [int(s) for s in state["recovery_steps"]]

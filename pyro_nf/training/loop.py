@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -30,29 +29,35 @@ import torch
 from pyro.infer import ELBO, SVI
 from pyro.optim import PyroOptim
 from pyro.optim.lr_scheduler import PyroLRScheduler
-from tqdm.auto import tqdm
 
 from pyro_nf._util import capture_rng_state, isolated_rng
 from pyro_nf.training import setup
+from pyro_nf.training._fused_optim import fused_step
 from pyro_nf.training.checkpoint import (
     CHECKPOINT_FORMAT,
     apply_checkpoint,
+    check_checkpoint_target,
     load_checkpoint,
     save_checkpoint,
 )
 from pyro_nf.training.distributed import DataParallel, any_rank, resolve, restore_rng, together
 from pyro_nf.training.errors import CheckpointError
+from pyro_nf.training.fast_elbo import plan as plan_fast_path
 from pyro_nf.training.guard import (
     DivergenceGuard,
     all_finite,
     current_lr,
     is_divergence_error,
 )
+from pyro_nf.training.progress import Progress
 
-__all__ = ["STOP_REASONS", "EarlyStop", "FitResult", "fit"]
+__all__ = ["PATHS", "STOP_REASONS", "EarlyStop", "FitResult", "fit"]
 
 #: Every value ``FitResult.stop_reason`` can take.
 STOP_REASONS = ("completed", "early_stop", "callback", "interrupted")
+#: Every value ``FitResult.path`` can take: the fast ELBO (:mod:`pyro_nf.training.fast_elbo`) or
+#: Pyro's ``SVI`` with the loss.
+PATHS = ("fast", "trace_elbo")
 
 
 @dataclass
@@ -110,6 +115,10 @@ class FitResult:
         optimizer: optimizer name.
         loss: ELBO class name (e.g. ``"TraceEnum_ELBO"`` when chosen for enumeration).
         start_step: the step this call started from (non-zero after ``resume``).
+        path: how the steps ran, one of :data:`PATHS`: ``"fast"`` (:mod:`pyro_nf.training.fast_elbo`:
+            the same estimator as ``loss``, without per-step tracing) or ``"trace_elbo"`` (Pyro's
+            ``SVI`` with ``loss``).
+        path_reason: why the fast path did not run (empty when it did).
     """
 
     guide: Any
@@ -124,6 +133,8 @@ class FitResult:
     optimizer: str = "adam"
     loss: str = "Trace_ELBO"
     start_step: int = 0
+    path: str = "trace_elbo"
+    path_reason: str = ""
 
     @property
     def elbo(self) -> float:
@@ -132,54 +143,6 @@ class FitResult:
             return math.nan
         k = min(100, max(1, len(self.losses) // 10))
         return -sum(self.losses[-k:]) / k
-
-
-class _Progress:
-    """tqdm bar on a TTY; otherwise one line per ~10% of the steps; nothing when disabled."""
-
-    def __init__(self, enabled: bool, total: int, initial: int) -> None:
-        self.stream, self.total, self.ema = sys.stderr, total, None
-        self.bar, self.every, self.t0, self.initial = None, 0, time.perf_counter(), initial
-        if not enabled:
-            return
-        if hasattr(self.stream, "isatty") and self.stream.isatty():
-            try:  # a pseudo-terminal may report a 0 x 0 size: tqdm would then draw nothing
-                size = os.get_terminal_size(self.stream.fileno())
-                sized = size.columns > 0 and size.lines > 0
-            except (OSError, ValueError, AttributeError):
-                sized = False
-            self.bar = tqdm(
-                total=total,
-                initial=initial,
-                file=self.stream,
-                desc="fit",
-                unit="step",
-                dynamic_ncols=sized,
-                ncols=None if sized else 100,
-                nrows=None if sized else 20,
-            )
-        else:
-            self.every = max(1, total // 10)
-
-    def update(self, step: int, loss: float, lr: float) -> None:
-        self.ema = loss if self.ema is None else 0.9 * self.ema + 0.1 * loss
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"elbo={-self.ema:.4g}, lr={lr:.3g}", refresh=False)
-            self.bar.update(1)
-        elif self.every and (step % self.every == 0 or step == self.total):
-            rate = (step - self.initial) / max(time.perf_counter() - self.t0, 1e-9)
-            print(
-                f"fit: step {step}/{self.total} ({100 * step // self.total}%) | elbo "
-                f"{-self.ema:.4g} | {rate:.1f} steps/s | lr {lr:.3g}",
-                file=self.stream,
-                flush=True,
-            )
-
-    def close(self, reason: str, step: int) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        elif self.every and reason != "completed":
-            print(f"fit: stopped at step {step} ({reason})", file=self.stream, flush=True)
 
 
 def fit(
@@ -201,6 +164,7 @@ def fit(
     resume: str | os.PathLike | None = None,
     max_recoveries: int = 5,
     callback: Callable[[int, float], Any] | None = None,
+    fast: bool | None = None,
     distributed: bool | DataParallel | None = None,
     **model_kwargs: Any,
 ) -> FitResult:
@@ -209,6 +173,10 @@ def fit(
     ``args`` and ``model_kwargs`` go to the model and the guide at every step (as NumPyro's
     ``svi.run``); every fit option is keyword-only, so a model keyword named like one of them cannot
     be passed through ``**model_kwargs``.
+
+    Calling ``fit`` again on a guide it fitted before continues that fit: the optimiser's moment
+    estimates are kept on the guide and reused (same ``optimizer`` kind), so the new call's first
+    steps are as small as the last ones of the previous call; ``lr`` is the new call's.
 
     Before the first step the model is traced once on the arguments: a failure is re-raised as
     :class:`FitInputError` naming the site, as are observed data holding NaN (unless masked) and a
@@ -257,6 +225,13 @@ def fit(
         callback: called as ``callback(step, loss)`` after every completed step (after that
             step's checkpoint, if any, is written); returning ``True`` stops the fit with
             ``stop_reason == "callback"``. Use it for custom stopping rules, logging or tests.
+        fast: ``None`` (default) runs the fast path (:mod:`pyro_nf.training.fast_elbo`: the same
+            ``Trace_ELBO`` estimate from the guide's posterior and the model's log density, without
+            per-step tracing, particles in one batched pass) where it applies, and Pyro's ``SVI``
+            otherwise (enumeration, latent sites local to subsampled plates, dynamic structure, a
+            ``loss`` given, an unsupported guide, ``vectorize_particles=False``); ``True`` requires
+            it (``ValueError`` naming why not); ``False`` always uses ``SVI``. ``FitResult.path`` /
+            ``path_reason`` and the progress output say which ran and why.
         distributed: data-parallel SVI (:mod:`pyro_nf.training.distributed`; each rank passes its
             shard of the data): ``None`` turns it on in a process group of several processes, ``True``
             or a :class:`~pyro_nf.training.distributed.DataParallel` asks for it (any rank's callback
@@ -288,6 +263,8 @@ def fit(
         early_stop = None
     elif early_stop is not None and not isinstance(early_stop, EarlyStop):
         raise ValueError(f"early_stop must be None, a bool or an EarlyStop; got {early_stop!r}")
+    setup.check_fit_options(num_particles=num_particles, seed=seed)
+    check_checkpoint_target(checkpoint, resume)
     kwargs = model_kwargs
     group = resolve(distributed)  # None unless data-parallel
     progress = progress and (group is None or group.is_main)
@@ -302,16 +279,58 @@ def fit(
     setup.guess_plate_nesting(elbo, model, guide, args, kwargs)
     optim = setup.make_optimizer(optimizer, lr, lr_decay, num_steps)
     svi = SVI(model, guide, optim, elbo)
+    fast_elbo, path_reason = None, "fast=False"
+    if fast is not False:
+        with isolated_rng():
+            fast_elbo, path_reason = plan_fast_path(
+                model,
+                guide,
+                args,
+                kwargs,
+                num_particles=num_particles,
+                vectorize_particles=vectorize_particles,
+                loss=loss,
+            )
+        if fast is True and fast_elbo is None:
+            raise ValueError(f"fast=True but the fast path does not apply: {path_reason}")
+    path = "trace_elbo" if fast_elbo is None else "fast"
     store = pyro.get_param_store()
     named = dict(store.named_parameters())
     params = {n: named[n] for n in setup.param_names(model, guide, args, kwargs)}
     evaluate_loss = svi.evaluate_loss if group is None else group.attach(svi, params, guide)  # syncs grads
+    param_list = list({id(p): p for p in params.values()}.values())  # a tensor may have two names
+
+    def fast_loss_and_grads(*_args: Any, **_kwargs: Any) -> float:
+        value = fast_elbo.differentiable_loss()
+        value.backward()
+        return float(value.detach())
+
+    def fast_evaluate_loss(*_args: Any, **_kwargs: Any) -> float:
+        return fast_elbo.evaluate_loss()
+
+    loss_and_grads = fast_loss_and_grads
+    if fast_elbo is not None:  # the same loss and gradient averaging over ranks as SVI gets
+        loss_and_grads = fast_loss_and_grads if group is None else group.synced(fast_loss_and_grads, params)
+        evaluate_loss = fast_evaluate_loss if group is None else group.synced(fast_evaluate_loss)
+
+    def step_fn() -> float:
+        """One SVI step; on the fast path ``SVI.step`` without the traces, one fused Adam update."""
+        if fast_elbo is None:
+            return float(svi.step(*args, **kwargs))
+        value = loss_and_grads()
+        fused_step(optim, param_list)
+        for p in param_list:
+            p.grad = None
+        return value
+
     opt_name = (
         optimizer
         if isinstance(optimizer, str)
         else getattr(optim, "pt_optim_constructor", type(optim)).__name__
     )
     config = {"optimizer": opt_name, "loss": type(elbo).__name__, "num_particles": num_particles}
+    if resume is None:  # a second fit of one guide continues its optimiser state
+        setup.continue_moments(guide, optim, opt_name)
     stepper = None
     if isinstance(optim, PyroLRScheduler):
         plateau = optim.pt_scheduler_constructor is torch.optim.lr_scheduler.ReduceLROnPlateau
@@ -347,7 +366,7 @@ def fit(
         (save_checkpoint if group is None else group.save_checkpoint)(checkpoint, payload)
 
     # --- the loop ------------------------------------------------------------------------------
-    bar = _Progress(progress and stop_reason is None and step < num_steps, num_steps, step)
+    bar = Progress(progress and stop_reason is None and step < num_steps, num_steps, step, path, path_reason)
     with warnings.catch_warnings():
         # Pyro warns on every NaN loss; here the guard handles them (and reports what it did)
         warnings.filterwarnings("ignore", message=r"Encountered (NaN|\+/-Inf)")
@@ -355,7 +374,7 @@ def fit(
             while stop_reason is None and step < num_steps:
                 guard.before_step()
                 try:
-                    value = float(svi.step(*args, **kwargs))
+                    value = step_fn()
                 except KeyboardInterrupt:
                     guard.undo_step()
                     stop_reason = "interrupted"
@@ -395,6 +414,7 @@ def fit(
                 write_checkpoint()  # records the stop reason (and a final-check restore)
         finally:
             bar.close(stop_reason or "error", step)
+    setup.save_moments(guide, optim, opt_name)
     return FitResult(
         guide=guide,
         losses=losses,
@@ -408,4 +428,6 @@ def fit(
         optimizer=opt_name,
         loss=type(elbo).__name__,
         start_step=start_step,
+        path=path,
+        path_reason=path_reason,
     )

@@ -23,7 +23,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from pyro_nf._sites import is_enumerated, is_latent
-from pyro_nf._util import isolated_rng
+from pyro_nf._util import check_positive_int, isolated_rng
 from pyro_nf.training.errors import FitInputError
 
 #: Loss names accepted by ``fit(loss=...)`` as strings.
@@ -297,3 +297,65 @@ def diagnose_nonfinite(
                     if not (value_ok and lp_ok):
                         sites[name] = None
     return bad_params, list(sites)
+
+
+#: attribute of a guide holding the optimiser moments of its last :func:`pyro_nf.fit`
+FIT_STATE_ATTR = "_pyro_nf_optimizer_state"
+
+
+def _copy_state(state: dict) -> dict:
+    return {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+
+
+def continue_moments(guide: Callable, optim: PyroOptim, opt_name: str) -> bool:
+    """Let a second ``fit()`` of one guide continue the first: the per-parameter optimiser state
+    (Adam's moment estimates and step count) saved on the guide by :func:`save_moments` is loaded
+    into each of this fit's optimisers as Pyro creates it; the learning rate is this fit's.
+
+    A fresh Adam's first updates move every parameter by about ``lr`` whatever its gradient, which
+    knocks a fitted flow far off its optimum (centered eight schools, AutoIAF, lr 0.05: ELBO -37.7
+    before a second fit, first losses of the second up to 4e5). Only the same optimiser kind, and
+    parameters of unchanged shapes, continue. Returns whether saved state was found.
+    """
+    saved = getattr(guide, FIT_STATE_ATTR, None)
+    if not saved or saved.get("optimizer") != opt_name:
+        return False
+    moments, store, make = saved["moments"], pyro.get_param_store(), optim._get_optim
+
+    def get_optim(param: torch.Tensor) -> Any:
+        obj = make(param)
+        state = moments.get(store.param_name(param))
+        shapes_ok = state is not None and all(
+            v.shape == param.shape for v in state.values() if isinstance(v, torch.Tensor) and v.dim()
+        )
+        if shapes_ok:
+            getattr(obj, "optimizer", obj).state[param] = _copy_state(state)
+        return obj
+
+    optim._get_optim = get_optim  # type: ignore[method-assign]
+    return True
+
+
+def save_moments(guide: Callable, optim: PyroOptim, opt_name: str) -> None:
+    """Keep this fit's per-parameter optimiser state on the guide, for :func:`continue_moments`."""
+    if not isinstance(guide, torch.nn.Module):
+        return
+    store, moments = pyro.get_param_store(), {}
+    for param, obj in optim.optim_objs.items():
+        inner = getattr(obj, "optimizer", obj)
+        name = store.param_name(param)
+        if name is not None and param in inner.state:
+            moments[name] = _copy_state(inner.state[param])
+    guide.__dict__[FIT_STATE_ATTR] = {"optimizer": opt_name, "moments": moments}
+
+
+def check_fit_options(*, num_particles: Any, seed: Any) -> None:
+    """Validate ``fit()`` options that Pyro would otherwise reject with a raw error, or accept wrongly.
+
+    Raises:
+        ValueError: ``num_particles`` is not an integer >= 1, or ``seed`` is neither None nor an
+            integer >= 0.
+    """
+    check_positive_int("num_particles", num_particles)
+    if seed is not None:
+        check_positive_int("seed", seed, minimum=0)

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from pyro_nf.transforms.base import FlowTransform
 from pyro_nf.transforms.made import MADE
@@ -94,13 +95,48 @@ class AffineAutoregressive(FlowTransform):
         return shift, bound * torch.tanh(raw / bound)
 
     def _sequential(self, weights: list, target: torch.Tensor, solve) -> tuple:
-        """Fixed-point solve of an autoregressive system: pass k fixes the variable of degree k."""
-        out = torch.zeros_like(target)
-        shift = log_scale = None
-        for _ in range(self.input_dim):
-            shift, log_scale = self._shift_log_scale(weights, out)
-            out = solve(target, shift, log_scale)
-        return out, log_scale
+        """Solve the autoregressive system ``out_v = solve(target_v, shift_v(out), log_scale_v(out))``
+        one variable at a time, in degree order, computing only what each step needs.
+
+        Step k fixes the variable v of degree k: its shift and log-scale need the hidden units of
+        degree < k only, whose inputs are all fixed. So the first layer's pre-activation is kept as
+        a running sum (each fixed variable adds its weight column once: one dense pass in total),
+        the later hidden layers run on it, and of the output layer only v's two rows are used (the
+        skip connections, when present, are a running sum too). Per step that is one pass through
+        the hidden layers after the first plus O(H + D) work, instead of a full network pass: at
+        D = 5000, H = 512 with skip connections ~0.3M multiply-adds a step instead of ~58M. The
+        masked weights are formed once and pre-split into columns/rows (one autograd node each).
+        """
+        made, bound = self.made, self.max_log_scale
+        dim = self.input_dim
+        (w1, b1), *mid, (w_out, b_out) = weights
+        hidden = w_out.shape[1] - (dim if made.skip_connections else 0)
+        rows = w_out[:, :hidden].unbind(0)  # 2D rows: shift rows 0..D-1, log-scale rows D..2D-1
+        biases = b_out.unbind(0)
+        cols1 = w1.unbind(1)
+        skip_cols = w_out[:, hidden:].unbind(1) if made.skip_connections else None
+        targets = target.unbind(-1)
+        pre = b1.expand(target.shape[:-1] + b1.shape)
+        skip = None
+        out: list = [None] * dim
+        log_scale: list = [None] * dim
+        for v in made.order.tolist():
+            h = made.activation(pre)
+            for w, b in mid:
+                h = made.activation(F.linear(h, w, b))
+            shift = h @ rows[v] + biases[v]
+            raw = h @ rows[dim + v] + biases[dim + v]
+            if skip is not None:
+                shift = shift + skip[..., v]
+                raw = raw + skip[..., dim + v]
+            ls = bound * torch.tanh(raw / bound)
+            value = solve(targets[v], shift, ls)
+            out[v], log_scale[v] = value, ls
+            pre = pre + cols1[v] * value[..., None]
+            if skip_cols is not None:
+                contribution = skip_cols[v] * value[..., None]
+                skip = contribution if skip is None else skip + contribution
+        return torch.stack(out, -1), torch.stack(log_scale, -1)
 
     def _forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         weights = self.made.masked_weights()

@@ -46,6 +46,11 @@ class FlowTransform(TransformModule):
     domain = constraints.real_vector
     codomain = constraints.real_vector
     bijective = True
+    #: sign of :math:`\det J` (``torch.jit`` tracing and ``Transform.sign`` users read it; the base
+    #: class raises). +1: affine autoregressive layers (positive scales) and planar layers
+    #: (:math:`\det J = 1 + \hat u^\top h'(\cdot) w > 0`) preserve orientation; a layer that may
+    #: reverse it (a permutation) overrides this.
+    sign = +1
 
     def __init__(self, input_dim: int) -> None:
         if not isinstance(input_dim, int) or input_dim < 1:

@@ -15,6 +15,19 @@ from pyro_nf.transforms.base import FlowTransform
 from pyro_nf.transforms.made import make_order
 
 
+def _parity(perm: list[int]) -> int:
+    """+1 for an even permutation, -1 for an odd one (from its number of cycles)."""
+    seen, cycles = [False] * len(perm), 0
+    for start in range(len(perm)):
+        if not seen[start]:
+            cycles += 1
+            i = start
+            while not seen[i]:
+                seen[i] = True
+                i = perm[i]
+    return -1 if (len(perm) - cycles) % 2 else 1
+
+
 class Permute(FlowTransform):
     r"""Permutation :math:`y = x_{[\pi]}` of the last dimension.
 
@@ -34,6 +47,7 @@ class Permute(FlowTransform):
         perm = make_order(input_dim, permutation)
         self.register_buffer("permutation", perm)
         self.register_buffer("inverse_permutation", torch.argsort(perm))
+        self.sign = _parity(perm.tolist())  # det of the permutation matrix: +1 even, -1 odd
 
     def _forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x[..., self.permutation], x.new_zeros(x.shape[:-1])

@@ -9,7 +9,8 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
-from pyro.infer import SVI, Predictive, Trace_ELBO
+from pyro.distributions.transforms import biject_to
+from pyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 from pyro.poutine.util import site_is_subsample
 
@@ -30,7 +31,25 @@ OBSERVED_KWARG = {
     "eight_schools_noncentered": "y",
     "german_credit": "y",
     "radon": "log_radon",
+    "kilpisjarvi": "y",
+    "sblrc_blr": "y",
+    "arK": "y",
+    "gp_pois_regr": "k",
+    "low_dim_gauss_mix": "y",
+    "stochastic_volatility": "centered_returns",
 }
+#: kilpisjarvi's sigma has an improper flat prior: the model has no prior predictive.
+PRIOR_PREDICTIVE = [name for name in OBSERVED_KWARG if name != "kilpisjarvi"]
+#: Examples with posteriordb reference draws.
+WITH_DRAWS = [
+    "eight_schools_centered",
+    "eight_schools_noncentered",
+    "kilpisjarvi",
+    "sblrc_blr",
+    "arK",
+    "gp_pois_regr",
+    "low_dim_gauss_mix",
+]
 MAX_PLATE_NESTING = 1
 
 
@@ -47,15 +66,22 @@ def _sites(trace: poutine.Trace) -> tuple[dict[str, torch.Tensor], dict[str, tor
     return latent, deterministic
 
 
-def test_available_examples_lists_the_six() -> None:
-    assert {
+def test_available_examples_lists_the_twelve() -> None:
+    assert set(EXAMPLES) == {
         "funnel",
         "banana",
         "eight_schools_centered",
         "eight_schools_noncentered",
         "german_credit",
         "radon",
-    } <= set(EXAMPLES)
+        "kilpisjarvi",
+        "sblrc_blr",
+        "arK",
+        "gp_pois_regr",
+        "low_dim_gauss_mix",
+        "stochastic_volatility",
+    }
+    assert set(OBSERVED_KWARG) == set(EXAMPLES) - set(EXACT)
 
 
 def test_unknown_name_lists_available() -> None:
@@ -109,7 +135,7 @@ def test_data_dtype_is_read_at_call_time() -> None:
         torch.set_default_dtype(old)
 
 
-@pytest.mark.parametrize("name", list(OBSERVED_KWARG))
+@pytest.mark.parametrize("name", PRIOR_PREDICTIVE)
 def test_prior_predictive_vectorised(name: str) -> None:
     ex = get_example(name)
     kwarg = OBSERVED_KWARG[name]
@@ -265,3 +291,208 @@ def test_radon_data() -> None:
         torch.tensor(raw["floor_by_county"], dtype=torch.float64),
         atol=1e-5,
     )
+
+
+# ---- the six posteriordb / Inference Gym models added for the accuracy benchmark --------------
+
+
+def _latent_fns(ex) -> dict:
+    trace = poutine.trace(ex.model).get_trace(**ex.data)
+    latent, _ = _sites(trace)
+    return {name: trace.nodes[name]["fn"] for name in latent}
+
+
+def _unconstrained_scores(ex, draws: dict[str, np.ndarray]) -> torch.Tensor:
+    r"""Per-draw gradient of :math:`\\log p(T(u), y) + \\log|J_T(u)|` in the unconstrained
+    coordinates :math:`u` (all latent sites flattened), shape ``(n, D)``: one vectorised pass over
+    a plate of draws at dim -2."""
+    n = len(next(iter(draws.values())))
+    unconstrained, values, log_det = {}, {}, torch.zeros(n, dtype=torch.float64)
+    for site, fn in _latent_fns(ex).items():
+        transform = biject_to(fn.support)
+        x = torch.as_tensor(draws[site], dtype=torch.float64)
+        u = transform.inv(x).detach().requires_grad_(True)
+        value = transform(u)
+        log_det = log_det + transform.log_abs_det_jacobian(u, value).reshape(n, -1).sum(-1)
+        unconstrained[site] = u
+        # Left of the model's plate dims (MAX_PLATE_NESTING of them) sits the plate of draws.
+        pad = (1,) * (MAX_PLATE_NESTING - len(fn.batch_shape))
+        values[site] = value.reshape(n, *pad, *fn.batch_shape, *fn.event_shape)
+    with pyro.plate("draws", n, dim=-2):
+        trace = poutine.trace(poutine.condition(ex.model, data=values)).get_trace(**ex.data)
+    total = trace.log_prob_sum() + log_det.sum()
+    grads = torch.autograd.grad(total, list(unconstrained.values()))
+    return torch.cat([g.reshape(n, -1) for g in grads], dim=-1)
+
+
+@pytest.fixture
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+@pytest.mark.parametrize("name", WITH_DRAWS)
+def test_reference_draws_satisfy_the_score_identity(name: str, float64) -> None:
+    # Under the posterior, E[grad_u log p(u | y)] = 0 (unconstrained coordinates, Jacobian included).
+    # At 1,000 nearly independent reference draws each coordinate's mean score is ~N(0, se^2): a
+    # model with a wrong prior or likelihood has a non-zero mean score there.
+    ex = get_example(name)
+    scores = _unconstrained_scores(ex, ex.reference_draws)
+    assert torch.isfinite(scores).all()
+    t = scores.mean(0) / (scores.std(0) / math.sqrt(scores.shape[0]))
+    assert t.abs().max().item() < 4.5, t
+
+
+@pytest.mark.parametrize("name", ["sblrc_blr", "arK"])
+def test_score_identity_fails_for_shifted_draws(name: str, float64) -> None:
+    # The check above can fail: the same draws with one scalar site shifted by half a reference sd are
+    # not from the posterior, and the mean score says so.
+    ex = get_example(name)
+    site = list(ex.reference_draws)[-1]
+    draws = dict(ex.reference_draws)
+    draws[site] = draws[site] + 0.5 * ex.reference[site]["sd"]
+    scores = _unconstrained_scores(ex, draws)
+    t = scores.mean(0) / (scores.std(0) / math.sqrt(scores.shape[0]))
+    assert t.abs().max().item() > 10
+
+
+@pytest.mark.parametrize(
+    "name", ["kilpisjarvi", "sblrc_blr", "arK", "gp_pois_regr", "low_dim_gauss_mix", "stochastic_volatility"]
+)
+def test_log_density_finite_at_reference_mean(name: str) -> None:
+    ex = get_example(name)
+    point = {
+        site: torch.as_tensor(stats["mean"], dtype=torch.get_default_dtype())
+        for site, stats in ex.reference.items()
+    }
+    latent, _ = _sites(poutine.trace(ex.model).get_trace(**ex.data))
+    point = {site: value for site, value in point.items() if site in latent}
+    trace = poutine.trace(poutine.condition(ex.model, data=point)).get_trace(**ex.data)
+    assert torch.isfinite(trace.log_prob_sum())
+
+
+def test_kilpisjarvi_sigma_prior_is_flat_and_priors_match_json() -> None:
+    from pyro_nf.examples._kilpisjarvi import ALPHA_PRIOR, BETA_PRIOR
+
+    raw = load_json("kilpisjarvi.json")["data"]
+    assert ALPHA_PRIOR == (raw["pmualpha"], raw["psalpha"])
+    assert BETA_PRIOR == (raw["pmubeta"], raw["psbeta"])
+    ex = get_example("kilpisjarvi")
+    trace = poutine.trace(ex.model).get_trace(**ex.data)
+    fn = trace.nodes["sigma"]["fn"]
+    values = torch.tensor([1e-3, 1.0, 1e3])
+    assert torch.equal(fn.log_prob(values), torch.zeros(3))
+    assert fn.support is torch.distributions.constraints.positive
+
+
+def test_ark_lags() -> None:
+    ex = get_example("arK")
+    series = load_json("arK.json")["data"]["y"]
+    lags, y = ex.data["lags"], ex.data["y"]
+    assert lags.shape == (195, 5) and y.shape == (195,)
+    assert y[0].item() == pytest.approx(series[5])
+    assert lags[0].tolist() == pytest.approx(series[4::-1])
+    assert lags[-1, 0].item() == pytest.approx(series[-2])
+
+
+def test_gp_f_is_the_cholesky_map_and_matches_its_reference() -> None:
+    from pyro_nf.examples._gp_pois_regr import gp_pois_regr_f
+
+    ex = get_example("gp_pois_regr")
+    draws, ref = ex.reference_draws, ex.reference["f"]
+    assert np.all(np.abs(draws["f"].mean(0) - ref["mean"]) < 0.15 * ref["sd"])
+    # Hand-built kernel for one draw.
+    x = ex.data["x"].double()
+    rho, alpha, f_tilde = (torch.as_tensor(draws[s][0]) for s in ("rho", "alpha", "f_tilde"))
+    kernel = alpha**2 * torch.exp(-((x[:, None] - x) ** 2) / (2 * rho**2)) + 1e-10 * torch.eye(11)
+    expected = torch.linalg.cholesky(kernel) @ f_tilde
+    np.testing.assert_allclose(gp_pois_regr_f(x, rho, alpha, f_tilde).numpy(), expected.numpy(), rtol=1e-10)
+    # float32 inputs: the factor is taken in float64 and cast back, not a float32 Cholesky failure.
+    f32 = gp_pois_regr_f(x.float(), rho.float(), alpha.float(), f_tilde.float())
+    assert f32.dtype == torch.float32 and torch.allclose(f32.double(), expected, atol=1e-4)
+
+
+def test_gauss_mix_ordered_prior() -> None:
+    from pyro_nf.examples._gauss_mix import OrderedNormal
+
+    d = OrderedNormal(0.0, 2.0, 2)
+    v = torch.tensor([[-1.0, 0.5], [0.5, -1.0]])
+    log_p = d.log_prob(v)
+    normal = torch.distributions.Normal(0.0, 2.0).log_prob(v[0]).sum() + math.log(2)
+    assert log_p[0].item() == pytest.approx(normal.item()) and log_p[1].item() == -math.inf
+    draws = d.expand([3]).sample((1000,))
+    assert draws.shape == (1000, 3, 2) and bool((draws[..., 0] < draws[..., 1]).all())
+    # E[max of two N(0, 2)] = 2 / sqrt(pi).
+    assert draws[..., 1].mean().item() == pytest.approx(2 / math.sqrt(math.pi), abs=0.1)
+
+
+def test_gauss_mix_likelihood_is_the_marginal_mixture() -> None:
+    ex = get_example("low_dim_gauss_mix")
+    y = ex.data["y"]
+    mu, sigma, theta = torch.tensor([-2.7, 2.9]), torch.tensor([1.0, 1.1]), torch.tensor(0.6)
+    point = {"mu": mu, "sigma": sigma, "theta": theta}
+    trace = poutine.trace(poutine.condition(ex.model, data=point)).get_trace(**ex.data)
+    trace.compute_log_prob()
+    normal = torch.distributions.Normal
+    expected = torch.log(
+        theta * normal(mu[0], sigma[0]).log_prob(y).exp()
+        + (1 - theta) * normal(mu[1], sigma[1]).log_prob(y).exp()
+    )
+    assert torch.allclose(trace.nodes["y"]["log_prob"], expected, atol=1e-4)
+
+
+def test_stochastic_volatility_density_and_data() -> None:
+    from pyro_nf.examples._stochastic_volatility import StationaryAR1
+
+    raw = load_json("stochastic_volatility_sp500_small.json")["data"]
+    returns = np.diff(np.asarray(raw["closing_prices_last_101"], dtype=np.float64))
+    ex = get_example("stochastic_volatility")
+    np.testing.assert_allclose(
+        ex.data["centered_returns"].double().numpy(), returns - returns.mean(), atol=1e-3
+    )
+    mu, phi, s = torch.tensor(7.9), torch.tensor(0.92), torch.tensor(0.5)
+    h = torch.linspace(6.0, 10.0, 100)
+    normal = torch.distributions.Normal
+    expected = (
+        normal(mu, s / torch.sqrt(1 - phi**2)).log_prob(h[0])
+        + normal(mu + phi * (h[:-1] - mu), s).log_prob(h[1:]).sum()
+    )
+    assert StationaryAR1(mu, phi, s, 100).log_prob(h).item() == pytest.approx(expected.item(), rel=1e-6)
+    point = {
+        "persistence_of_volatility": phi,
+        "mean_log_volatility": mu,
+        "white_noise_shock_scale": s,
+        "log_volatility": h,
+    }
+    trace = poutine.trace(poutine.condition(ex.model, data=point)).get_trace(**ex.data)
+    trace.compute_log_prob()
+    beta = torch.distributions.Beta(20.0, 1.5).log_prob((phi + 1) / 2) - math.log(2)
+    assert trace.nodes["persistence_of_volatility"]["log_prob"].item() == pytest.approx(beta.item(), rel=1e-6)
+    assert trace.nodes["persistence_of_volatility"]["fn"].support.lower_bound == -1.0
+    r = ex.data["centered_returns"]
+    lik = normal(0.0, torch.exp(h / 2)).log_prob(r).sum()
+    assert trace.nodes["centered_returns"]["log_prob"].sum().item() == pytest.approx(lik.item(), rel=1e-6)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", ["arK", "low_dim_gauss_mix"])
+def test_short_nuts_recovers_the_reference(name: str, float64) -> None:
+    # 200 + 200 NUTS draws (one chain, dense mass; minutes on 2 cores): means within 0.5 reference sd
+    # and sds within 35% of the reference (a single short chain's sd has an ESS of ~100).
+    # benchmarks/nuts_vs_reference.py runs the full comparison.
+    ex = get_example(name)
+    mcmc = MCMC(
+        NUTS(ex.model, full_mass=True, target_accept_prob=0.9),
+        num_samples=200,
+        warmup_steps=200,
+        disable_progbar=True,
+    )
+    mcmc.run(**ex.data)
+    samples = mcmc.get_samples()
+    for site in samples:
+        stats = ex.reference[site]
+        x = samples[site].double().numpy()
+        assert np.all(np.abs(x.mean(0) - stats["mean"]) < 0.5 * stats["sd"]), site
+        assert np.all(np.abs(x.std(0) / stats["sd"] - 1) < 0.35), site

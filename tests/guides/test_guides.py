@@ -130,7 +130,7 @@ def test_state_dict_into_never_called_guide(name):
     assert {k for k, _ in fresh.named_parameters()} == {k for k, _ in guide.named_parameters()}
     log_q2, draws2 = _log_q(fresh, seed=7)  # first call: set-up must not re-initialise
     assert torch.equal(log_q, log_q2)
-    for site in draws:
+    for site in SUPPORTS:  # the model's sites (each live guide names its auxiliary site after itself)
         assert torch.equal(draws[site], draws2[site]), site
 
     pyro.clear_param_store()
@@ -307,10 +307,43 @@ def test_stl_defaults():
 
 @pytest.mark.parametrize("cls", FLOWS)
 def test_get_transform_is_the_flow_map(cls):
+    # Pyro's convention (NeuTraReparam relies on it): a standard-Normal base, and a transform that
+    # holds the learned loc/scale as well as the layers.
     guide = cls(zoo_model, num_flows=2)
     fit(zoo_model, guide, num_steps=5, seed=0, progress=False)
-    eps = guide.get_base_dist().sample((4,))
-    y_stack = eps
+    base = guide.get_base_dist()
+    torch.testing.assert_close(base.mean, torch.zeros_like(guide.loc))
+    torch.testing.assert_close(base.stddev, torch.ones_like(guide.loc))
+    eps = base.sample((4,))
+    y_stack = guide.loc + guide.scale * eps
     for layer in guide.flows:
         y_stack = layer(y_stack)
     torch.testing.assert_close(guide.get_transform()(eps), y_stack)
+    if guide.has_log_prob:  # the two descriptions are one distribution
+        pushed = torch.distributions.TransformedDistribution(base, [guide.get_transform()])
+        z = guide.get_posterior().sample((4,))
+        torch.testing.assert_close(
+            pushed.log_prob(z), guide.get_posterior().log_prob(z), rtol=1e-4, atol=1e-4
+        )
+
+
+def test_neutra_reparam_warps_the_funnel_to_unit_scale():
+    """NeuTra (Hoffman et al. 2019) with a pyro_nf flow: in the warped space NUTS sees, the guide's
+    own draws have unit scale (with the old convention the base was N(loc, scale): sd 0.2-0.4)."""
+    from pyro.infer.reparam import NeuTraReparam
+
+    from pyro_nf.examples import funnel
+
+    guide = AutoIAF(funnel, num_flows=2, hidden_dims=(16,))
+    fit(funnel, guide, num_steps=200, num_particles=4, lr=0.01, seed=0, progress=False)
+    neutra = NeuTraReparam(guide.requires_grad_(False))
+    warped = pyro.poutine.reparam(funnel, config=lambda _: neutra)
+    trace = pyro.poutine.trace(warped).get_trace()
+    shared = next(n for n in trace.nodes if n.endswith("_shared_latent"))
+    assert trace.nodes[shared]["fn"].event_shape == (10,)
+    torch.testing.assert_close(trace.nodes[shared]["fn"].stddev, torch.ones(10))
+    eps = guide.get_base_dist().sample((500,))
+    log_scale = torch.stack([neutra.transform_sample(e)["log_scale"] for e in eps])
+    direct = guide.get_transform()(eps)[:, 0]  # what the guide itself maps the same noise to
+    torch.testing.assert_close(log_scale, direct)
+    assert torch.isfinite(log_scale).all() and log_scale.std() > 0.3

@@ -1,0 +1,62 @@
+"""Progress output of :func:`pyro_nf.fit`: a tqdm bar on a terminal, one line per 10% of the steps
+otherwise; both name the path the steps run on (fast ELBO or Pyro's ``SVI``) and, once, why."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from tqdm.auto import tqdm
+
+
+class Progress:
+    """tqdm bar on a TTY; otherwise one line per ~10% of the steps; nothing when disabled."""
+
+    def __init__(
+        self, enabled: bool, total: int, initial: int, path: str = "trace_elbo", reason: str = ""
+    ) -> None:
+        self.stream, self.total, self.ema = sys.stderr, total, None
+        self.path, self.note = path, f"path {path}" + (f" ({reason})" if reason else "")
+        self.bar, self.every, self.t0, self.initial = None, 0, time.perf_counter(), initial
+        if not enabled:
+            return
+        if hasattr(self.stream, "isatty") and self.stream.isatty():
+            try:  # a pseudo-terminal may report a 0 x 0 size: tqdm would then draw nothing
+                size = os.get_terminal_size(self.stream.fileno())
+                sized = size.columns > 0 and size.lines > 0
+            except (OSError, ValueError, AttributeError):
+                sized = False
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                file=self.stream,
+                desc="fit",
+                unit="step",
+                dynamic_ncols=sized,
+                ncols=None if sized else 100,
+                nrows=None if sized else 20,
+            )
+        else:
+            self.every = max(1, total // 10)
+
+    def update(self, step: int, loss: float, lr: float) -> None:
+        self.ema = loss if self.ema is None else 0.9 * self.ema + 0.1 * loss
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"elbo={-self.ema:.4g}, lr={lr:.3g}, path={self.path}", refresh=False)
+            self.bar.update(1)
+        elif self.every and (step % self.every == 0 or step == self.total):
+            rate = (step - self.initial) / max(time.perf_counter() - self.t0, 1e-9)
+            print(
+                f"fit: step {step}/{self.total} ({100 * step // self.total}%) | elbo "
+                f"{-self.ema:.4g} | {rate:.1f} steps/s | lr {lr:.3g} | {self.note}",
+                file=self.stream,
+                flush=True,
+            )
+            self.note = f"path {self.path}"  # the reason once, on the first line
+
+    def close(self, reason: str, step: int) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.every and reason != "completed":
+            print(f"fit: stopped at step {step} ({reason})", file=self.stream, flush=True)
