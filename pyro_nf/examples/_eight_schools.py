@@ -78,7 +78,7 @@ def eight_schools_noncentered(J: int, sigma: torch.Tensor, y: torch.Tensor | Non
     tau = pyro.sample("tau", dist.HalfCauchy(5.0))
     with pyro.plate("school", J):
         theta_trans = pyro.sample("theta_trans", dist.Normal(0.0, 1.0))
-        theta = pyro.deterministic("theta", mu + tau * theta_trans)
+        theta = pyro.deterministic("theta", mu + tau * theta_trans, event_dim=0)
         pyro.sample("obs", dist.Normal(theta, sigma), obs=y)
 
 

@@ -1,6 +1,7 @@
 """Guides: flow guides and Gaussian baselines on one contract, and the name -> factory registry."""
 
 from pyro_nf.guides.baselines import AutoDiagonal, AutoFullRank, AutoLowRank, AutoMeanField
+from pyro_nf.guides.coupling import AutoGlow, AutoNICE, AutoNSF, AutoRealNVP
 from pyro_nf.guides.flows import AutoFlow, AutoIAF, AutoMAF, AutoPlanar
 from pyro_nf.guides.registry import available_guides, make_guide, register_guide
 from pyro_nf.transforms import NotInvertibleError
@@ -9,11 +10,15 @@ __all__ = [
     "AutoDiagonal",
     "AutoFlow",
     "AutoFullRank",
+    "AutoGlow",
     "AutoIAF",
     "AutoLowRank",
     "AutoMAF",
     "AutoMeanField",
+    "AutoNICE",
+    "AutoNSF",
     "AutoPlanar",
+    "AutoRealNVP",
     "NotInvertibleError",
     "available_guides",
     "make_guide",

@@ -19,6 +19,7 @@ from pyro.infer.autoguide import AutoGuide
 
 from pyro_nf._registry import Registry
 from pyro_nf.guides.baselines import AutoDiagonal, AutoFullRank, AutoLowRank, AutoMeanField
+from pyro_nf.guides.coupling import AutoGlow, AutoNICE, AutoNSF, AutoRealNVP
 from pyro_nf.guides.flows import AutoIAF, AutoMAF, AutoPlanar
 
 __all__ = ["GUIDES", "available_guides", "make_guide", "register_guide"]
@@ -67,5 +68,9 @@ for _name, _cls in (
     ("planar", AutoPlanar),
     ("iaf", AutoIAF),
     ("maf", AutoMAF),
+    ("nice", AutoNICE),
+    ("realnvp", AutoRealNVP),
+    ("glow", AutoGlow),
+    ("nsf", AutoNSF),
 ):
     register_guide(_name)(_cls)

@@ -39,10 +39,13 @@ class FlowTransform(TransformModule):
 
     Attributes:
         has_inverse: whether :math:`f^{-1}` can be evaluated on arbitrary inputs.
+        constant_log_det: whether :math:`\log|\det J|` does not depend on the input.
         input_dim: the dimension :math:`D` of the event.
     """
 
     has_inverse: ClassVar[bool] = True
+    #: whether log|det J| is the same for every input (linear and volume-preserving layers)
+    constant_log_det: ClassVar[bool] = False
     domain = constraints.real_vector
     codomain = constraints.real_vector
     bijective = True

@@ -8,6 +8,7 @@ this layer is for users composing their own stacks.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
@@ -41,6 +42,7 @@ class Permute(FlowTransform):
     """
 
     volume_preserving = True
+    constant_log_det: ClassVar[bool] = True
 
     def __init__(self, input_dim: int, permutation: str | Sequence[int] | torch.Tensor = "reversed") -> None:
         super().__init__(input_dim)

@@ -10,10 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pyro_nf._registry import Registry
+from pyro_nf.transforms.actnorm import ActNorm, Scale
 from pyro_nf.transforms.autoregressive import AffineAutoregressive
 from pyro_nf.transforms.base import FlowTransform
+from pyro_nf.transforms.coupling import AdditiveCoupling, AffineCoupling
+from pyro_nf.transforms.linear import LULinear
 from pyro_nf.transforms.permute import Permute
 from pyro_nf.transforms.planar import Planar
+from pyro_nf.transforms.spline import SplineAutoregressive, SplineCoupling
 
 __all__ = ["TRANSFORMS", "available_transforms", "make_transform", "register_transform"]
 
@@ -68,3 +72,38 @@ def _maf(input_dim: int, **cfg: object) -> FlowTransform:
 @register_transform("permute")
 def _permute(input_dim: int, **cfg: object) -> FlowTransform:
     return Permute(input_dim, **cfg)
+
+
+@register_transform("additive_coupling")
+def _additive_coupling(input_dim: int, **cfg: object) -> FlowTransform:
+    return AdditiveCoupling(input_dim, **cfg)
+
+
+@register_transform("affine_coupling")
+def _affine_coupling(input_dim: int, **cfg: object) -> FlowTransform:
+    return AffineCoupling(input_dim, **cfg)
+
+
+@register_transform("scale")
+def _scale(input_dim: int, **cfg: object) -> FlowTransform:
+    return Scale(input_dim, **cfg)
+
+
+@register_transform("actnorm")
+def _actnorm(input_dim: int, **cfg: object) -> FlowTransform:
+    return ActNorm(input_dim, **cfg)
+
+
+@register_transform("lu_linear")
+def _lu_linear(input_dim: int, **cfg: object) -> FlowTransform:
+    return LULinear(input_dim, **cfg)
+
+
+@register_transform("spline_coupling")
+def _spline_coupling(input_dim: int, **cfg: object) -> FlowTransform:
+    return SplineCoupling(input_dim, **cfg)
+
+
+@register_transform("spline_autoregressive")
+def _spline_autoregressive(input_dim: int, **cfg: object) -> FlowTransform:
+    return SplineAutoregressive(input_dim, **cfg)

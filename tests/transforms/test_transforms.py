@@ -16,7 +16,19 @@ from pyro_nf.transforms import (
     make_transform,
 )
 
-HIDDEN = {"iaf": {"hidden_dims": (7, 5)}, "maf": {"hidden_dims": (7, 5)}}
+# small networks keep the registry-wide tests fast; layers without a network take no config
+HIDDEN = {
+    "iaf": {"hidden_dims": (7, 5)},
+    "maf": {"hidden_dims": (7, 5)},
+    "additive_coupling": {"hidden_dims": (7, 5)},
+    "affine_coupling": {"hidden_dims": (7, 5)},
+    "spline_coupling": {"hidden_dims": (7,), "num_bins": 4, "bound": 2.0},
+    "spline_autoregressive": {"hidden_dims": (7,), "num_bins": 4, "bound": 2.0},
+}
+
+# the inverse of a spline autoregressive layer (IAF direction) is a D-pass sequential solve whose Jacobian
+# autograd builds through all D passes: cap its dimension to keep this test fast
+MAX_DIM = {"spline_autoregressive": 16}
 
 
 def _make(name: str, dim: int, dtype=torch.float64, perturb: float = 0.1, **cfg) -> torch.nn.Module:
@@ -28,7 +40,7 @@ def _make(name: str, dim: int, dtype=torch.float64, perturb: float = 0.1, **cfg)
 
 
 def _jacobian_logdet(fn, x: torch.Tensor) -> torch.Tensor:
-    jac = torch.autograd.functional.jacobian(fn, x)
+    jac = torch.autograd.functional.jacobian(fn, x, vectorize=True)
     return torch.linalg.slogdet(jac).logabsdet
 
 
@@ -54,6 +66,7 @@ def _check_against_autograd(t, dim: int) -> None:
 @given(dim=st.integers(1, 64), seed=st.integers(0, 2**16))
 def test_log_det_matches_autograd(name, dim, seed):
     torch.manual_seed(seed)
+    dim = min(dim, MAX_DIM.get(name, dim))
     _check_against_autograd(_make(name, dim), dim)
 
 
@@ -133,7 +146,7 @@ def test_cached_log_det_belongs_to_its_pair(name):
     y2 = t(x2)
     torch.testing.assert_close(t.log_abs_det_jacobian(x1, y1), t.forward_and_log_det(x1)[1])
     torch.testing.assert_close(t.log_abs_det_jacobian(x2, y2), t.forward_and_log_det(x2)[1])
-    if name != "permute":  # volume preserving: every pair has log-det 0
+    if not t.constant_log_det:  # e.g. volume preserving: every pair has log-det 0
         assert not torch.allclose(t.forward_and_log_det(x1)[1], t.forward_and_log_det(x2)[1])
 
 
