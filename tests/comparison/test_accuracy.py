@@ -80,7 +80,7 @@ def banana_meanfield():
                 strict=True,
                 reason="since MADE's 1/H output gain (stable first steps at lr 0.1) AutoIAF's banana x1 sd "
                 "at this budget is 2.54 (exact 4.36; mean-field 0.97; 2.77 before): the error 1.82 misses "
-                "the halving bound 1.69. A 1/sqrt(H) gain restores it but fails the Binomial lr-0.1 test; open.",
+                "the halving bound 1.69. A 1/sqrt(H) gain fails the Binomial lr-0.1 test.",
             ),
         ),
         "maf",
