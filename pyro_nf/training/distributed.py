@@ -322,13 +322,24 @@ class _Group:
         tensors = dict(params)
         if isinstance(guide, torch.nn.Module):
             tensors.update({f"buffer {n}": b for n, b in guide.named_buffers()})
-        mine = {n: (tuple(t.shape), str(t.dtype)) for n, t in tensors.items()}
+        # matched by position, not by name: a guide's parameter prefix (its instance name) may differ
+        # between ranks (names are unique among the *live* guides of each process)
+        names = list(tensors)
+        mine = [(tuple(t.shape), str(t.dtype)) for t in tensors.values()]
         for r, theirs in enumerate(self.gather(mine)):
+            theirs = [tuple((tuple(s), d)) for s, d in theirs]
             if theirs != mine:
-                bad = sorted(n for n in set(mine) | set(theirs) if mine.get(n) != theirs.get(n))
+                bad = [
+                    i
+                    for i in range(max(len(mine), len(theirs)))
+                    if i >= len(mine) or i >= len(theirs) or mine[i] != theirs[i]
+                ]
+                i = bad[0]
+                name = names[min(i, len(names) - 1)]
                 raise FitInputError(
-                    f"parameters differ between rank {r} and rank {self.rank}: {bad[0]!r} is "
-                    f"{theirs.get(bad[0], 'absent')} there and {mine.get(bad[0], 'absent')} here "
+                    f"parameters differ between rank {r} and rank {self.rank}: {name!r} is "
+                    f"{theirs[i] if i < len(theirs) else 'absent'} there and "
+                    f"{mine[i] if i < len(mine) else 'absent'} here "
                     f"({len(bad)} differing). A parameter sized by the local data cannot be replicated"
                 )
         with torch.no_grad():

@@ -86,6 +86,9 @@ class AffineAutoregressive(FlowTransform):
             activation=activation,
             zero_output=True,
             skip_connections=skip_connections,
+            # MAF (density direction, sampled by a sequential solve) is stable at lr 0.1 only with a larger
+            # hidden gain; 1/H let one of four Binomial seeds blow up (tests/guides/test_stability.py)
+            output_gain=(tuple(hidden_dims)[-1] ** -0.5, input_dim**-0.5) if direction == "maf" else None,
         )
 
     def _shift_log_scale(self, weights: list, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -66,10 +66,9 @@ def test_funnel_iaf_recovers_the_log_scale_and_the_neck(funnel_meanfield):
     assert iaf_iqr_err <= 0.5 * mf_iqr_err
 
 
-#: Since MADE's output gain (1/H on hidden columns, 1/sqrt(D) on direct ones: stable first steps at lr 0.1,
-#: issue 9 item 2) AutoMAF (STL) learns too slowly for these budgets; measured with the gain: funnel log-scale
-#: sd 2.12 (bound: within 20% of 3), eight-schools tau sd 1.26 (within 25% of 3.20), banana x1 2.01 (needs
-#: >= 2.67). A MAF-only 1/sqrt(H) gain kept Binomial stable but still missed (banana x0 5.99). Open.
+#: Since MADE's output gain (issue 9 item 2: stable first steps at lr 0.1; AutoMAF's hidden gain is 1/sqrt(H))
+#: AutoMAF (STL) learns these two shapes too slowly at these budgets: measured, banana x0 sd 5.99 (needs >= 6.6),
+#: and the eight-schools tau sd misses its 25% bound (1.26 with a 1/H gain). The funnel case still passes. Open.
 _MAF_GAIN_REGRESSION = pytest.mark.xfail(
     strict=True, reason="AutoMAF slower to train since the MADE output gain"
 )
@@ -106,7 +105,6 @@ def test_banana_flows_halve_meanfields_marginal_sd_error(banana_meanfield, flow)
         assert flow_err <= 0.5 * mf_err, (site, fl[site].std(), mf[site].std())
 
 
-@_MAF_GAIN_REGRESSION
 def test_funnel_maf_recovers_the_log_scale(funnel_meanfield):
     """MAF at its defaults (sticking-the-landing gradient on)."""
     ex, mf = funnel_meanfield

@@ -81,7 +81,9 @@ def run_fit(model, x, y, guide: str = "small iaf", **options) -> dict:
     else:
         guide = make_guide(guide, model)
     result = fit(model, guide, x, y, num_steps=options.pop("num_steps", STEPS), lr=0.05, **options)
-    params = {n: p.detach().clone() for n, p in pyro.get_param_store().named_parameters()}
+    # keyed without the guide's instance prefix: each process names its guides uniquely among its *live*
+    # guides, so the prefix (AutoIAF / AutoIAF_1) can differ between ranks and runs
+    params = {n.split(".", 1)[-1]: p.detach().clone() for n, p in pyro.get_param_store().named_parameters()}
     return {
         "losses": result.losses,
         "params": params,
@@ -117,7 +119,7 @@ def manual_loop(model, x, y, group=None, steps: int = 10) -> dict:
         losses.append(float(value.detach()) if isinstance(value, torch.Tensor) else value)
         optim.step()
         optim.zero_grad(set_to_none=True)
-    return {"losses": losses, "params": {n: p.detach().clone() for n, p in params.items()}}
+    return {"losses": losses, "params": {n.split(".", 1)[-1]: p.detach().clone() for n, p in params.items()}}
 
 
 def _error(fn) -> str:
