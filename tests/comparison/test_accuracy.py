@@ -66,9 +66,9 @@ def test_funnel_iaf_recovers_the_log_scale_and_the_neck(funnel_meanfield):
     assert iaf_iqr_err <= 0.5 * mf_iqr_err
 
 
-#: Since MADE's output gain (issue 9 item 2: stable first steps at lr 0.1; AutoMAF's hidden gain is 1/sqrt(H))
-#: AutoMAF (STL) learns these two shapes too slowly at these budgets: measured, banana x0 sd 5.99 (needs >= 6.6),
-#: and the eight-schools tau sd misses its 25% bound (1.26 with a 1/H gain). The funnel case still passes. Open.
+#: Since MADE's output gain (issue 9 item 2: stable first steps at lr 0.1; AutoMAF's hidden gain 1/sqrt(H))
+#: AutoMAF (STL) learns these two shapes too slowly at these budgets: measured, banana x0 sd 5.99 (needs
+#: >= 6.6), and the eight-schools tau sd misses its 25% bound (1.26 with a 1/H gain). The funnel case passes.
 _MAF_GAIN_REGRESSION = pytest.mark.xfail(
     strict=True, reason="AutoMAF slower to train since the MADE output gain"
 )
