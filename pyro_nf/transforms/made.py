@@ -137,7 +137,8 @@ class MADE(nn.Module):
         self.output_gain = (float(hidden_gain), float(direct_gain))
         gain = torch.full((hidden_dims[-1] + extra,), float(hidden_gain))
         gain[hidden_dims[-1] :] = float(direct_gain)
-        self.register_buffer("_gain_cols", gain.to(torch.get_default_dtype()))
+        # the output mask with the gain folded in, formed once: one multiply per forward, as without a gain
+        self.register_buffer("_mask_out_gain", (mask_out * gain).to(torch.get_default_dtype()))
         if zero_output:
             nn.init.zeros_(self.output.weight)
             nn.init.zeros_(self.output.bias)
@@ -154,7 +155,7 @@ class MADE(nn.Module):
         hidden = [(m.weight * mask, m.bias) for m, mask in zip(self.layers, masks[:-1], strict=True)]
         return [
             *hidden,
-            (self.output.weight * (masks[-1] * self._gain_cols), self.output.bias * self.output_gain[1]),
+            (self.output.weight * self._mask_out_gain, self.output.bias * self.output_gain[1]),
         ]
 
     def apply_weights(
