@@ -71,8 +71,8 @@ from pyro_nf.comparison.reference import (
 from pyro_nf.examples import Example, available_examples, get_example
 from pyro_nf.guides.registry import GUIDES
 
-#: The flow guide the README recommends (the lead may change it).
-RECOMMENDED = "iaf"
+#: The flow guide the README recommends (``pyro_nf.RECOMMENDED_GUIDE``).
+RECOMMENDED = pyro_nf.RECOMMENDED_GUIDE
 #: Guides always run: the recommended flow first (its wall time sets the baseline's), then the
 #: Gaussian baselines.
 BASE_GUIDES = (RECOMMENDED, "meanfield", "fullrank")

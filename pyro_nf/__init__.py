@@ -22,6 +22,7 @@ from pyro_nf.comparison import (  # noqa: E402
 )
 from pyro_nf.evaluation import Diagnosis, diagnose, importance_resample, to_inference_data  # noqa: E402
 from pyro_nf.guides import (  # noqa: E402
+    RECOMMENDED_GUIDE,
     AutoDiagonal,
     AutoFlow,
     AutoFullRank,
@@ -52,6 +53,7 @@ from pyro_nf.transforms import NotInvertibleError, available_transforms, registe
 
 __all__ = [
     "__version__",
+    "RECOMMENDED_GUIDE",
     "AutoDiagonal",
     "AutoFlow",
     "AutoFullRank",

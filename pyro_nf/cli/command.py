@@ -79,6 +79,8 @@ def _learning_rate(text: str) -> float:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from pyro_nf.comparison import DEFAULT_TIME_BUDGET
+
     p.add_argument("model", metavar="MODEL", help="built-in example name or path/to/file.py:model_fn")
     p.add_argument("--data", metavar="FILE", help=".csv or .npz: model keyword arguments by name")
     p.add_argument("--seed", type=_seed, default=0, help="random seed, an integer >= 0 (default 0)")
@@ -91,7 +93,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--lr",
         type=_learning_rate,
         default=None,
-        help="initial Adam learning rate (default 0.05, decaying to a tenth)",
+        help="initial Adam learning rate (default 0.01, decaying to a tenth)",
     )
     p.add_argument(
         "--num-samples",
@@ -104,6 +106,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=10_000,
         help="importance samples for k-hat / ESS / IW-ELBO (default 10000)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=_positive_float,
+        default=DEFAULT_TIME_BUDGET,
+        metavar="SECONDS",
+        help=f"seconds per guide; each fit stops at --steps or here (default {DEFAULT_TIME_BUDGET:g})",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--traceback", action="store_true", help="show the full trace of unexpected errors")
@@ -155,10 +164,11 @@ def _build_parser() -> argparse.ArgumentParser:
 def _cmd_list(args: argparse.Namespace) -> int:
     from pyro_nf.comparison import available_guides
     from pyro_nf.examples import available_examples, get_example
+    from pyro_nf.guides.registry import RECOMMENDED_GUIDE
 
     print("guides:")
     for name in available_guides():
-        print(f"  {name}")
+        print(f"  {name}" + ("  (recommended flow)" if name == RECOMMENDED_GUIDE else ""))
     print("examples:")
     for name in available_examples():
         desc = " ".join(str(getattr(get_example(name), "description", "")).split())
@@ -198,7 +208,7 @@ def _load(args: argparse.Namespace) -> ModelSpec:
 def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     from pyro_nf.comparison import DEFAULT_FIT_KWARGS
 
-    kwargs: dict[str, Any] = {**DEFAULT_FIT_KWARGS, "num_steps": args.steps}
+    kwargs: dict[str, Any] = {**DEFAULT_FIT_KWARGS, "num_steps": args.steps, "time_budget": args.time_budget}
     if args.lr is not None:
         kwargs["lr"] = args.lr
     return kwargs

@@ -6,7 +6,13 @@ Re-exports what the command line needs from the layers below (guide names, fit e
 from pyro_nf.comparison.pipeline import FittedGuide, fit_and_evaluate, to_inference_data_restarts
 from pyro_nf.comparison.reference import Reference, latent_supports
 from pyro_nf.comparison.result import Comparison
-from pyro_nf.comparison.run import DEFAULT_FIT_KWARGS, DEFAULT_GUIDES, DEFAULT_NUM_STEPS, compare
+from pyro_nf.comparison.run import (
+    DEFAULT_FIT_KWARGS,
+    DEFAULT_GUIDES,
+    DEFAULT_NUM_STEPS,
+    DEFAULT_TIME_BUDGET,
+    compare,
+)
 from pyro_nf.guides import available_guides
 from pyro_nf.guides.registry import GUIDES
 from pyro_nf.training import FitInputError
@@ -16,6 +22,7 @@ __all__ = [
     "DEFAULT_FIT_KWARGS",
     "DEFAULT_GUIDES",
     "DEFAULT_NUM_STEPS",
+    "DEFAULT_TIME_BUDGET",
     "Comparison",
     "FitInputError",
     "FittedGuide",

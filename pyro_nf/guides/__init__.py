@@ -3,7 +3,7 @@
 from pyro_nf.guides.baselines import AutoDiagonal, AutoFullRank, AutoLowRank, AutoMeanField
 from pyro_nf.guides.coupling import AutoGlow, AutoNICE, AutoNSF, AutoRealNVP
 from pyro_nf.guides.flows import AutoFlow, AutoIAF, AutoMAF, AutoPlanar
-from pyro_nf.guides.registry import available_guides, make_guide, register_guide
+from pyro_nf.guides.registry import RECOMMENDED_GUIDE, available_guides, make_guide, register_guide
 from pyro_nf.transforms import NotInvertibleError
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "AutoPlanar",
     "AutoRealNVP",
     "NotInvertibleError",
+    "RECOMMENDED_GUIDE",
     "available_guides",
     "make_guide",
     "register_guide",

@@ -37,6 +37,8 @@ from torch import nn
 from torch.distributions import biject_to, transform_to
 
 from pyro_nf.guides.contract import _ContinuousMixin, _ContractMixin
+from pyro_nf.guides.laplace import choose_start, laplace_start, set_constrained
+from pyro_nf.guides.laplace import describe as describe_no_start
 
 _SUFFIX = "_unconstrained"
 
@@ -92,6 +94,30 @@ class AutoMeanField(_ContractMixin, AutoNormal):
                 "init_loc_fn": getattr(init_loc_fn, "__name__", repr(init_loc_fn)),
             }
         )
+
+    def init_to_laplace(self, *args: Any, **kwargs: Any) -> str:
+        r"""Start at the model's MAP with the mean-field optimum of its Laplace Gaussian,
+        :math:`\sigma_i = H_{ii}^{-1/2}`, where that beats the guide's own start
+        (:mod:`pyro_nf.guides.laplace`); returns a note saying which start was kept."""
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        start, reason = laplace_start(self.model, self.prototype_trace, args, kwargs)
+        if start is None:
+            return describe_no_start(reason)
+        names = [name for name, _ in self.prototype_trace.iter_stochastic_nodes()]
+        parts = [self._get_loc_and_scale(name) for name in names]
+        own_loc = torch.cat([loc.detach().reshape(-1) for loc, _ in parts])
+        own_scale = torch.cat([scale.detach().reshape(-1) for _, scale in parts])
+        scale = torch.diagonal(start.precision).rsqrt()
+        better, note = choose_start(start, (start.loc, torch.diag(scale)), (own_loc, torch.diag(own_scale)))
+        if better:
+            offset = 0
+            for name, (loc, _) in zip(names, parts, strict=True):
+                n = loc.numel()
+                set_constrained(self.locs, name, start.loc[offset : offset + n].reshape(loc.shape))
+                set_constrained(self.scales, name, scale[offset : offset + n].reshape(loc.shape))
+                offset += n
+        return note
 
     def _materialise(self, state_dict: dict[str, torch.Tensor]) -> None:
         self.locs = PyroModule()
@@ -165,6 +191,24 @@ class AutoFullRank(_ParamSpecMixin, AutoMultivariateNormal):
                 "init_loc_fn": getattr(init_loc_fn, "__name__", repr(init_loc_fn)),
             }
         )
+
+    def init_to_laplace(self, *args: Any, **kwargs: Any) -> str:
+        r"""Start from the model's Laplace Gaussian :math:`N(\hat z, H^{-1})` where it beats the guide's
+        own start (:mod:`pyro_nf.guides.laplace`); returns a note saying which start was kept."""
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        start, reason = laplace_start(self.model, self.prototype_trace, args, kwargs)
+        if start is None:
+            return describe_no_start(reason)
+        own = (self.loc.detach(), self.scale.detach()[:, None] * self.scale_tril.detach())
+        better, note = choose_start(start, (start.loc, start.scale_tril), own)
+        if better:
+            diag = torch.diagonal(start.scale_tril)
+            with torch.no_grad():
+                self.loc.copy_(start.loc)
+            set_constrained(self, "scale", diag)
+            set_constrained(self, "scale_tril", start.scale_tril / diag[:, None])
+        return note
 
 
 class AutoLowRank(_ParamSpecMixin, AutoLowRankMultivariateNormal):

@@ -53,6 +53,10 @@ class _ContractMixin:
         self.config = config
         # own parameters: a name no other live pyro_nf guide holds (see pyro_nf.guides.store)
         self._pyro_name = _store.claim_name(self, type(self).__name__)
+        self._refresh_signature()
+
+    def _refresh_signature(self) -> None:
+        """(Re)write the signature buffer from ``config`` (call again after changing ``config``)."""
         sig = json.dumps(self._signature(), sort_keys=True).encode()
         self.register_buffer(_SIGNATURE, torch.tensor(list(sig), dtype=torch.uint8))  # type: ignore[attr-defined]
 

@@ -133,6 +133,7 @@ class _AutoCoupling(AutoFlow):
             **layer_config,
         )
         self.config["num_flows"] = num_flows
+        self._refresh_signature()  # the signature records the requested (unresolved) depth
 
     def _net(self, latent_dim: int) -> dict[str, Any]:
         hidden = self.hidden_dims or default_hidden_dims(latent_dim)

@@ -30,8 +30,10 @@ from torch.distributions import AffineTransform, ComposeTransform, biject_to
 
 from pyro_nf._util import check_positive_float, check_positive_int, isolated_rng
 from pyro_nf.guides.contract import _ContinuousMixin
+from pyro_nf.guides.laplace import choose_start, laplace_start, set_constrained
+from pyro_nf.guides.laplace import describe as describe_no_start
 from pyro_nf.guides.stl import StickingTheLanding, detached_flow
-from pyro_nf.transforms import make_transform
+from pyro_nf.transforms import FixedAffine, make_transform
 from pyro_nf.transforms.registry import TRANSFORMS
 
 _QUANTILE_DRAWS = 4000
@@ -155,6 +157,8 @@ class AutoFlow(_ContinuousMixin, AutoContinuous):
                 f"{type(self).__name__}: state dict has no 'loc' entry; keys: {sorted(state_dict)[:8]}"
             )
         self._create_params(torch.zeros_like(state_dict["loc"]))
+        if "whiten.loc" in state_dict:  # a guide started from its Laplace Gaussian
+            self.whiten = FixedAffine(state_dict["whiten.loc"], state_dict["whiten.scale_tril"])
 
     # -- the posterior ------------------------------------------------------------------------
     def get_base_dist(self) -> Normal:
@@ -164,17 +168,49 @@ class AutoFlow(_ContinuousMixin, AutoContinuous):
         zero = torch.zeros_like(self.loc)
         return Normal(zero, torch.ones_like(zero)).to_event(1)
 
+    def init_to_laplace(self, *args: Any, **kwargs: Any) -> str:
+        r"""Start from the model's Laplace Gaussian :math:`N(\hat z, H^{-1})` where it beats the
+        guide's own start (:mod:`pyro_nf.guides.laplace`): the base becomes :math:`N(0, I)` and a
+        fixed :class:`~pyro_nf.transforms.FixedAffine` ``(z_hat, chol(H^{-1}))`` follows the layers
+        (``self.whiten``), so the layers, still the identity, learn in whitened coordinates. Returns
+        a note saying which start was kept and why. Called by :func:`pyro_nf.fit` (``init=``)."""
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        start, reason = laplace_start(self.model, self.prototype_trace, args, kwargs)
+        if start is None:
+            return describe_no_start(reason)
+        own = (self.loc.detach(), torch.diag(self.scale.detach()))
+        better, note = choose_start(start, (start.loc, start.scale_tril), own)
+        if better:
+            with torch.no_grad():
+                self.loc.zero_()
+            set_constrained(self, "scale", torch.ones_like(self.loc))
+            self.whiten = FixedAffine(start.loc.to(self.loc), start.scale_tril.to(self.loc))
+        return note
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """As the contract's, creating the whitening map first when the state dict has one."""
+        has_layers, whiten = getattr(self, "flows", None) is not None, getattr(self, "whiten", None)
+        if "whiten.loc" in state_dict and has_layers and whiten is None:
+            self.whiten = FixedAffine(state_dict["whiten.loc"], state_dict["whiten.scale_tril"])
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _layers(self) -> list[nn.Module]:
+        """The flow layers, then the fixed whitening map if there is one."""
+        whiten = getattr(self, "whiten", None)
+        return [*self.flows] + ([whiten] if whiten is not None else [])
+
     def get_transform(self, *args: Any, **kwargs: Any) -> ComposeTransform:
         """The whole map from the standard-Normal base to the unconstrained latent: the affine
         ``loc + scale * eps`` followed by the flow layers (so ``NeuTraReparam`` with this guide gives
         NUTS a space in which the fitted posterior is standard Normal)."""
-        return ComposeTransform([AffineTransform(self.loc, self.scale, event_dim=1), *self.flows])
+        return ComposeTransform([AffineTransform(self.loc, self.scale, event_dim=1), *self._layers()])
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> TransformedDistribution:
         """The guide's distribution over the unconstrained latent vector: the learnable diagonal
         Normal ``N(loc, scale^2)`` pushed through the flow layers (the same distribution as
         ``get_base_dist()`` pushed through ``get_transform()``)."""
-        return TransformedDistribution(Normal(self.loc, self.scale).to_event(1), list(self.flows))
+        return TransformedDistribution(Normal(self.loc, self.scale).to_event(1), self._layers())
 
     def latent_distribution(self, *args: Any, **kwargs: Any) -> TorchDistribution:
         """What :meth:`sample_latent` draws from: :meth:`get_posterior`, or with ``stl=True`` the
@@ -182,8 +218,15 @@ class AutoFlow(_ContinuousMixin, AutoContinuous):
         posterior = self.get_posterior(*args, **kwargs)
         if self.stl:
             base = Normal(self.loc.detach(), self.scale.detach()).to_event(1)
-            posterior = StickingTheLanding(posterior, detached_flow(base, list(self.flows)))
+            posterior = StickingTheLanding(posterior, detached_flow(base, self._layers()))
         return posterior
+
+    @property
+    def supports_stl(self) -> bool:
+        """Whether :attr:`stl` can be switched on: every layer has an inverse (``fit(stl_after=)``)."""
+        return getattr(self, "flows", None) is not None and all(
+            getattr(f, "has_inverse", False) for f in self._layers()
+        )
 
     def sample_latent(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Sample the packed unconstrained latent from :meth:`latent_distribution`."""

@@ -22,7 +22,10 @@ from pyro_nf.guides.baselines import AutoDiagonal, AutoFullRank, AutoLowRank, Au
 from pyro_nf.guides.coupling import AutoGlow, AutoNICE, AutoNSF, AutoRealNVP
 from pyro_nf.guides.flows import AutoIAF, AutoMAF, AutoPlanar
 
-__all__ = ["GUIDES", "available_guides", "make_guide", "register_guide"]
+__all__ = ["GUIDES", "RECOMMENDED_GUIDE", "available_guides", "make_guide", "register_guide"]
+
+#: The flow guide to use without choosing: best on ``benchmarks/accuracy.py`` at fit()'s defaults (README).
+RECOMMENDED_GUIDE: str = "realnvp"
 
 GuideFactory = Callable[..., AutoGuide]
 #: The guide registry.

@@ -21,7 +21,6 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pyro
@@ -44,117 +43,70 @@ from pyro_nf.training.distributed import DataParallel, any_rank, resolve, restor
 from pyro_nf.training.errors import CheckpointError
 from pyro_nf.training.fast_elbo import plan as plan_fast_path
 from pyro_nf.training.guard import (
+    RECOVERY_LR_FACTOR,
     DivergenceGuard,
     all_finite,
     current_lr,
     is_divergence_error,
 )
 from pyro_nf.training.progress import Progress
+from pyro_nf.training.schedule import PATHS, STOP_REASONS, EarlyStop, FitResult, Schedule, switch_to_stl
 
 __all__ = ["PATHS", "STOP_REASONS", "EarlyStop", "FitResult", "fit"]
 
-#: Every value ``FitResult.stop_reason`` can take.
-STOP_REASONS = ("completed", "early_stop", "callback", "interrupted")
-#: Every value ``FitResult.path`` can take: the fast ELBO (:mod:`pyro_nf.training.fast_elbo`) or
-#: Pyro's ``SVI`` with the loss.
-PATHS = ("fast", "trace_elbo")
+#: The default recipe (chosen with ``benchmarks/accuracy.py``; the table is in the README): 16 draws per
+#: step in one batched pass, Adam at 0.01 decaying to a tenth, the sticking-the-landing gradient for the
+#: second half of the budget.
+DEFAULT_NUM_STEPS: int = 6000
+DEFAULT_NUM_PARTICLES: int = 16
+DEFAULT_LR_DECAY: float = 0.1
+DEFAULT_STL_AFTER: float = 0.5
 
 
-@dataclass
-class EarlyStop:
-    r"""Stop when the mean loss stops improving: an ELBO plateau.
-
-    After every step (once at least ``max(2 * window, min_steps)`` losses exist) the mean loss of the
-    last ``window`` steps, :math:`\bar L_{new}`, is compared with the mean of the ``window`` steps
-    before, :math:`\bar L_{old}`; the fit stops when
-    :math:`\bar L_{old} - \bar L_{new} < \mathrm{rtol} \cdot \max(|\bar L_{new}|, 1)`, i.e. when the
-    relative improvement over a window is below ``rtol`` (a loss that got worse counts as a plateau).
-
-    Args:
-        window: number of steps per averaging window.
-        rtol: relative improvement below which the fit has converged.
-        min_steps: never stop before this many steps.
-    """
-
-    window: int = 100
-    rtol: float = 1e-3
-    min_steps: int = 0
-
-    def __post_init__(self) -> None:
-        if self.window < 1 or not self.rtol >= 0 or self.min_steps < 0:
-            raise ValueError(f"invalid {self!r}: need window >= 1, rtol >= 0, min_steps >= 0")
-
-    def should_stop(self, losses: list[float]) -> bool:
-        """Whether the loss history has reached a plateau."""
-        w = self.window
-        if len(losses) < max(2 * w, self.min_steps):
-            return False
-        new = sum(losses[-w:]) / w
-        old = sum(losses[-2 * w : -w]) / w
-        return old - new < self.rtol * max(abs(new), 1.0)
+def _vectorization_problem(loss_fn: Callable[[], float]) -> str:
+    """The first line of the error a vectorised-particle loss raises ('' if it runs or only diverges)."""
+    try:
+        with isolated_rng(), torch.no_grad():
+            loss_fn()
+    except (RuntimeError, ValueError, IndexError, TypeError) as err:
+        if is_divergence_error(err):
+            return ""
+        return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    return ""
 
 
-@dataclass
-class FitResult:
-    """What :func:`fit` returns.
-
-    Attributes:
-        guide: the fitted guide (its parameters are the last verified-finite ones).
-        losses: loss (negative ELBO estimate) of every step taken, in order, including the steps of
-            earlier runs when resumed from a checkpoint.
-        wall_seconds: wall-clock seconds this call spent (set-up included).
-        num_steps: steps taken in total (``len(losses)``).
-        stop_reason: one of :data:`STOP_REASONS`: ``"completed"`` (``num_steps`` reached),
-            ``"early_stop"`` (plateau, see :class:`EarlyStop`), ``"callback"`` (the callback returned
-            ``True``), ``"interrupted"`` (KeyboardInterrupt;
-            the guide holds the parameters from before the interrupted step).
-        num_recoveries: how often the divergence guard restored parameters.
-        final_lr: learning rate at the end (lower than ``lr`` after decay or recoveries).
-        recovery_steps: the step of each recovery.
-        seed: the ``seed`` given to :func:`fit`.
-        optimizer: optimizer name.
-        loss: ELBO class name (e.g. ``"TraceEnum_ELBO"`` when chosen for enumeration).
-        start_step: the step this call started from (non-zero after ``resume``).
-        path: how the steps ran, one of :data:`PATHS`: ``"fast"`` (:mod:`pyro_nf.training.fast_elbo`:
-            the same estimator as ``loss``, without per-step tracing) or ``"trace_elbo"`` (Pyro's
-            ``SVI`` with ``loss``).
-        path_reason: why the fast path did not run (empty when it did).
-    """
-
-    guide: Any
-    losses: list[float]
-    wall_seconds: float
-    num_steps: int
-    stop_reason: str
-    num_recoveries: int
-    final_lr: float
-    recovery_steps: list[int] = field(default_factory=list)
-    seed: int | None = None
-    optimizer: str = "adam"
-    loss: str = "Trace_ELBO"
-    start_step: int = 0
-    path: str = "trace_elbo"
-    path_reason: str = ""
-
-    @property
-    def elbo(self) -> float:
-        """ELBO estimate: minus the mean loss of the last ``min(100, max(1, num_steps // 10))`` steps."""
-        if not self.losses:
-            return math.nan
-        k = min(100, max(1, len(self.losses) // 10))
-        return -sum(self.losses[-k:]) / k
+def _initialise(
+    init: str | None, model: Callable, guide: Any, model_trace: Any, args: tuple, kwargs: dict, fresh: bool
+) -> str:
+    """Run the guide's Laplace start on its first fit (see ``fit(init=)``); return the note."""
+    if init not in ("laplace", None):
+        raise ValueError(f"init must be 'laplace' or None; got {init!r}")
+    if init is None:
+        return "own start (init=None)"
+    if getattr(guide, "_pyro_nf_started", False) or not fresh:
+        return "continued (the guide was fitted before, or resumed)"
+    method = getattr(guide, "init_to_laplace", None)
+    if setup.uses_enumeration(model_trace) or not callable(method):
+        note = "own start (enumerated discrete sites)" if callable(method) else "own start (no Laplace start)"
+    else:
+        note = method(*args, **kwargs)
+    guide._pyro_nf_started = True
+    return note
 
 
 def fit(
     model: Callable,
     guide: Callable,
     *args: Any,
-    num_steps: int = 1000,
+    num_steps: int = DEFAULT_NUM_STEPS,
     lr: float = 0.01,
     optimizer: str | PyroOptim = "adam",
-    lr_decay: float | None = None,
+    lr_decay: float | None = DEFAULT_LR_DECAY,
     loss: ELBO | str | None = None,
-    num_particles: int = 1,
+    num_particles: int = DEFAULT_NUM_PARTICLES,
+    time_budget: float | None = None,
+    stl_after: float | None = DEFAULT_STL_AFTER,
+    init: str | None = "laplace",
     vectorize_particles: bool = True,
     seed: int | None = None,
     progress: bool = True,
@@ -187,18 +139,34 @@ def fit(
         model: the Pyro model.
         guide: a guide for it (any ``AutoGuide`` or guide callable).
         *args: positional arguments for model and guide.
-        num_steps: total number of SVI steps (when resuming, including the steps already taken).
+        num_steps: the most SVI steps (when resuming, including the steps already taken).
         lr: initial learning rate (ignored if ``optimizer`` is a ``PyroOptim``).
         optimizer: ``"adam"`` (``pyro.optim.Adam``), ``"clipped_adam"`` (``pyro.optim.ClippedAdam``,
             gradient norm clipped at 10) or any ``pyro.optim.PyroOptim`` instance (an LR scheduler is
             stepped once per SVI step; ``ReduceLROnPlateau`` gets the loss).
         lr_decay: if set, the learning rate decays exponentially to ``lr * lr_decay`` at
-            ``num_steps`` (ClippedAdam's ``lrd``, or ``pyro.optim.ExponentialLR`` around Adam).
+            ``num_steps`` (ClippedAdam's ``lrd``, or ``pyro.optim.ExponentialLR`` around Adam), or
+            under a ``time_budget`` along the fit's progress (:mod:`pyro_nf.training.schedule`).
+            ``None``: a constant rate. The default does not apply to a ``PyroOptim`` instance.
         loss: ``None`` picks ``TraceEnum_ELBO`` when the model has sites marked for parallel
             enumeration (``config_enumerate``) and ``Trace_ELBO`` otherwise; a name from
             ``"Trace_ELBO"``, ``"TraceEnum_ELBO"``, ``"TraceMeanField_ELBO"``,
             ``"TraceGraph_ELBO"``; or an ``ELBO`` instance, used as is.
-        num_particles: samples per ELBO estimate (for losses fit() builds).
+        num_particles: samples per ELBO estimate (for losses fit() builds), in one batched pass; a
+            model that does not broadcast over a leading particle dimension (e.g. ``x @ w``) is
+            detected before the first step and its particles run one by one, with a warning.
+        time_budget: seconds this call may take (set-up included), or ``None``; the fit stops at
+            ``num_steps`` or here, whichever comes first (``stop_reason`` says which), and the
+            learning-rate decay and STL switch-over follow whichever budget binds.
+        stl_after: from this fraction of the budget on, a flow guide whose layers all have an
+            inverse (IAF, NICE, RealNVP, Glow, NSF; not planar) is trained with the
+            sticking-the-landing gradient (:mod:`pyro_nf.guides.stl`), then set back as it was;
+            ``None`` never switches. A guide built with ``stl=True`` uses it throughout.
+        init: ``"laplace"``: before the first step of a guide's first fit, a guide with an
+            ``init_to_laplace`` method (the flows, ``meanfield``, ``fullrank``) starts from the
+            model's Laplace Gaussian if that has a higher ELBO than its own start
+            (:mod:`pyro_nf.guides.laplace`; not for enumerated, subsampled or data-parallel fits);
+            ``FitResult.init`` says which start was kept. ``None``: the guide's own start.
         vectorize_particles: draw the particles in one vectorised pass (for losses fit() builds).
         seed: if given, ``pyro.set_rng_seed(seed)`` first: two fits with one seed, a fresh guide and
             the same param-store contents give bit-identical losses on CPU.
@@ -253,6 +221,13 @@ def fit(
     t0 = time.perf_counter()
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be an integer >= 1; got {num_steps!r}")
+    schedule = Schedule(num_steps, time_budget, stl_after)
+    if isinstance(loss, ELBO) and num_particles == DEFAULT_NUM_PARTICLES:
+        num_particles = 1  # the instance's own num_particles applies
+    if isinstance(optimizer, PyroOptim) and lr_decay == DEFAULT_LR_DECAY:
+        lr_decay = None  # the instance's own schedule applies
+    # under a time budget fit() sets the decayed rate itself, from the progress
+    manual_decay = lr_decay if time_budget is not None and lr_decay is not None else None
     if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be an integer >= 1; got {checkpoint_every!r}")
     if max_recoveries < 0:
@@ -275,9 +250,12 @@ def fit(
     model_trace = together(group, setup.trace_model, model, args, kwargs)
     model = model if group is None else group.prepare(model, model_trace)  # checks; scales the likelihood
     together(group, setup.setup_guide, guide, model_trace, args, kwargs)
+    init_note = _initialise(
+        init, model, guide, model_trace, args, kwargs, fresh=group is None and resume is None
+    )
     elbo = setup.make_loss(loss, setup.uses_enumeration(model_trace), num_particles, vectorize_particles)
     setup.guess_plate_nesting(elbo, model, guide, args, kwargs)
-    optim = setup.make_optimizer(optimizer, lr, lr_decay, num_steps)
+    optim = setup.make_optimizer(optimizer, lr, None if manual_decay else lr_decay, num_steps)
     svi = SVI(model, guide, optim, elbo)
     fast_elbo, path_reason = None, "fast=False"
     if fast is not False:
@@ -293,6 +271,22 @@ def fit(
             )
         if fast is True and fast_elbo is None:
             raise ValueError(f"fast=True but the fast path does not apply: {path_reason}")
+    if num_particles > 1 and vectorize_particles and not isinstance(loss, ELBO):
+        problem = _vectorization_problem(
+            fast_elbo.evaluate_loss
+            if fast_elbo is not None
+            else lambda: elbo.loss(model, guide, *args, **kwargs)
+        )
+        if problem:  # e.g. `x @ w` with w of shape (particles, D): draw the particles one by one
+            vectorize_particles, fast_elbo = False, None
+            elbo = setup.make_loss(loss, setup.uses_enumeration(model_trace), num_particles, False)
+            setup.guess_plate_nesting(elbo, model, guide, args, kwargs)
+            svi = SVI(model, guide, optim, elbo)
+            path_reason = (
+                f"the model does not broadcast over a leading particle dimension ({problem}), so its "
+                f"{num_particles} particles run one by one; vectorise it or pass num_particles=1"
+            )
+            warnings.warn(f"fit: {path_reason}", stacklevel=2)
     path = "trace_elbo" if fast_elbo is None else "fast"
     store = pyro.get_param_store()
     named = dict(store.named_parameters())
@@ -338,6 +332,8 @@ def fit(
 
     losses: list[float] = []
     stop_reason: str | None = None
+    stl_step: int | None = None
+    stl_checked = stl_after is None
     guard = DivergenceGuard(params, max_recoveries)
     if resume is not None:
         ckpt = together(group, load_checkpoint, resume, error=CheckpointError)
@@ -392,8 +388,19 @@ def fit(
                         if stepper is not None:
                             stepper(value)
                         bar.update(step, value, current_lr(optim, lr))
+                        if manual_decay is not None:
+                            factor = manual_decay ** schedule.progress(step)
+                            factor *= RECOVERY_LR_FACTOR ** len(guard.recovery_steps)
+                            for opt in setup.torch_optimizers(optim):
+                                for group_ in opt.param_groups:
+                                    group_["lr"] = lr * factor
+                        if not stl_checked and schedule.wants_stl(step):
+                            stl_checked = True
+                            stl_step = step if switch_to_stl(guide) else None
                         if early_stop is not None and early_stop.should_stop(losses):
                             stop_reason = "early_stop"
+                        elif step < num_steps and schedule.out_of_time():
+                            stop_reason = "time_budget"
                         if checkpoint is not None and step % checkpoint_every == 0:
                             write_checkpoint()
                         if callback is not None and any_rank(group, callback(step, value) is True):
@@ -413,6 +420,8 @@ def fit(
             if checkpoint is not None and stop_reason != "interrupted":
                 write_checkpoint()  # records the stop reason (and a final-check restore)
         finally:
+            if stl_step is not None:
+                guide.stl = False
             bar.close(stop_reason or "error", step)
     setup.save_moments(guide, optim, opt_name)
     return FitResult(
@@ -430,4 +439,7 @@ def fit(
         start_step=start_step,
         path=path,
         path_reason=path_reason,
+        stl_step=stl_step,
+        time_budget=time_budget,
+        init=init_note,
     )

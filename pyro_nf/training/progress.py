@@ -58,5 +58,7 @@ class Progress:
     def close(self, reason: str, step: int) -> None:
         if self.bar is not None:
             self.bar.close()
+            if reason != "completed":
+                print(f"fit: stopped at step {step} ({reason})", file=self.stream, flush=True)
         elif self.every and reason != "completed":
             print(f"fit: stopped at step {step} ({reason})", file=self.stream, flush=True)

@@ -4,7 +4,7 @@ from pyro_nf.transforms.actnorm import ActNorm, Scale
 from pyro_nf.transforms.autoregressive import AffineAutoregressive
 from pyro_nf.transforms.base import FlowTransform, NotInvertibleError
 from pyro_nf.transforms.coupling import AdditiveCoupling, AffineCoupling, Coupling, coupling_mask
-from pyro_nf.transforms.linear import LULinear
+from pyro_nf.transforms.linear import FixedAffine, LULinear
 from pyro_nf.transforms.made import MADE, make_order
 from pyro_nf.transforms.permute import Permute
 from pyro_nf.transforms.planar import Planar
@@ -18,6 +18,7 @@ __all__ = [
     "AffineAutoregressive",
     "AffineCoupling",
     "Coupling",
+    "FixedAffine",
     "FlowTransform",
     "LULinear",
     "NotInvertibleError",

@@ -89,3 +89,49 @@ class LULinear(FlowTransform):
 
     def extra_repr(self) -> str:
         return f"input_dim={self.input_dim}, permutation={self.permutation.tolist()}"
+
+
+class FixedAffine(FlowTransform):
+    r"""A fixed (not learned) affine map :math:`y = m + L x` with :math:`L` lower triangular.
+
+    :math:`\log|\det J| = \sum_i \log|L_{ii}|` (constant); the inverse is one triangular solve. Flow
+    guides put it after their layers to work in a *whitened* space: with :math:`(m, L)` the mean and
+    Cholesky factor of a Gaussian approximation (e.g. Laplace's), the untrained guide is that
+    Gaussian and every layer learns a correction in coordinates where the posterior is close to
+    :math:`N(0, I)`. Not a registered layer: it has no learnable identity initialisation.
+
+    Args:
+        loc: :math:`m`, shape ``(D,)``.
+        scale_tril: :math:`L`, shape ``(D, D)``, lower triangular with a non-zero diagonal.
+
+    Example:
+        >>> t = FixedAffine(torch.tensor([1.0, 2.0]), torch.tensor([[2.0, 0.0], [1.0, 0.5]]))
+        >>> x = torch.tensor([1.0, 1.0])
+        >>> t(x).tolist(), float(t.log_abs_det_jacobian(x, t(x)))
+        ([3.0, 3.5], 0.0)
+    """
+
+    constant_log_det: ClassVar[bool] = True
+
+    def __init__(self, loc: torch.Tensor, scale_tril: torch.Tensor) -> None:
+        dim = loc.shape[-1]
+        if loc.shape != (dim,) or scale_tril.shape != (dim, dim):
+            raise ValueError(
+                f"need loc (D,) and scale_tril (D, D); got {tuple(loc.shape)}, {tuple(scale_tril.shape)}"
+            )
+        if not bool(torch.all(torch.diagonal(scale_tril) != 0)):
+            raise ValueError("scale_tril must have a non-zero diagonal (an invertible map)")
+        super().__init__(dim)
+        self.register_buffer("loc", loc.detach().clone())
+        self.register_buffer("scale_tril", torch.tril(scale_tril.detach()).clone())
+
+    def _ladj(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.diagonal(self.scale_tril).abs().log().sum().expand(v.shape[:-1])
+
+    def _forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.loc + x @ self.scale_tril.T, self._ladj(x)
+
+    def _inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = (y - self.loc).reshape(-1, self.input_dim).T
+        x = torch.linalg.solve_triangular(self.scale_tril, rows, upper=False)
+        return x.T.reshape(y.shape), self._ladj(y)

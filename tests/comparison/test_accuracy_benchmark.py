@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import pyro_nf
 from pyro_nf.comparison.reference import Reference, latent_supports, reference_errors
 from pyro_nf.examples import get_example
 
@@ -73,7 +74,7 @@ def test_quick_run_prints_the_table(tmp_path: Path) -> None:
     expected = {
         (e, g)
         for e in ("funnel", "eight_schools_noncentered")
-        for g in ("iaf", "meanfield", "pyro_iafnormal")
+        for g in (pyro_nf.RECOMMENDED_GUIDE, "meanfield", "pyro_iafnormal")
     }
     assert set(zip(printed["example"], printed["guide"], strict=True)) == expected
     assert len(printed) == len(expected)
@@ -90,8 +91,8 @@ def test_quick_run_prints_the_table(tmp_path: Path) -> None:
         assert funnel[col].astype(float).map(math.isfinite).all(), col
         assert (funnel[col].astype(float) > 0).all(), col
     assert (printed.loc[printed["example"] != "funnel", "ls_sd"] == "NaN").all()
-    assert "iaf: k-hat < 0.7 on" in proc.stdout
-    assert "iaf: median sd ratio in [0.9, 1.1] on" in proc.stdout
+    assert f"{pyro_nf.RECOMMENDED_GUIDE}: k-hat < 0.7 on" in proc.stdout
+    assert f"{pyro_nf.RECOMMENDED_GUIDE}: median sd ratio in [0.9, 1.1] on" in proc.stdout
     assert "lower W1 than pyro_iafnormal" in proc.stdout
 
     saved = pd.read_csv(out)

@@ -220,7 +220,7 @@ def test_importance_resampling_halves_the_error_of_a_skewed_posterior_mean():
     y = torch.tensor([0.0, 1.0])
     exact_mean = 2.0 / 3.0
     guide = make_guide("meanfield", gamma_poisson)
-    fit(gamma_poisson, guide, y, num_steps=300, lr=0.05, num_particles=8, progress=False)
+    fit(gamma_poisson, guide, y, num_steps=300, lr=0.05, lr_decay=None, num_particles=8, progress=False)
     idata = to_inference_data(gamma_poisson, guide, y, num_samples=4000)
     corrected = importance_resample(idata, on_bad_khat="raise")
     guide_error = abs(float(idata.posterior["rate"].mean()) - exact_mean)
@@ -266,7 +266,7 @@ def test_restarts_as_chains_flag_optimisations_that_disagree():
     def factory(model):
         return make_guide("meanfield", model, init_loc_fn=init_to_uniform(radius=5.0))
 
-    fit_kwargs = {"num_steps": 150, "lr": 0.1}
+    fit_kwargs = {"num_steps": 150, "lr": 0.1, "lr_decay": None}
     split = to_inference_data_restarts(
         bimodal, factory, seeds=(0, 1, 2, 3), num_samples=200, fit_kwargs=fit_kwargs
     )

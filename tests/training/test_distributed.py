@@ -80,6 +80,13 @@ def run_fit(model, x, y, guide: str = "small iaf", **options) -> dict:
         guide = AutoIAF(model, num_flows=2, hidden_dims=(8,))
     else:
         guide = make_guide(guide, model)
+    options = {
+        "num_particles": 1,
+        "lr_decay": None,
+        "stl_after": None,
+        "init": None,
+        **options,
+    }  # the set-up these tests pin
     result = fit(model, guide, x, y, num_steps=options.pop("num_steps", STEPS), lr=0.05, **options)
     # keyed without the guide's instance prefix: each process names its guides uniquely among its *live*
     # guides, so the prefix (AutoIAF / AutoIAF_1) can differ between ranks and runs

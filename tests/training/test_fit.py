@@ -77,7 +77,9 @@ def finite_draws(model, guide, *args, n: int = 200) -> bool:
 
 
 def test_result_fields_and_a_converged_posterior():
-    r = fit(conjugate, AutoNormal(conjugate), Y, num_steps=400, lr=0.05, seed=0, progress=False)
+    r = fit(
+        conjugate, AutoNormal(conjugate), Y, num_steps=400, lr=0.05, lr_decay=None, seed=0, progress=False
+    )
     assert isinstance(r, FitResult)
     assert r.num_steps == len(r.losses) == 400
     assert r.stop_reason == "completed" and r.num_recoveries == 0
@@ -193,7 +195,7 @@ def test_funnel_at_a_huge_lr_recovers_with_finite_draws_or_raises_documented_err
 def test_exhausted_guard_raises_naming_step_lr_and_sites_and_keeps_finite_parameters():
     guide = AutoNormal(funnel)
     with pytest.raises(FitDivergedError) as info:
-        fit(funnel, guide, num_steps=200, lr=1000.0, seed=0, progress=False, max_recoveries=0)
+        fit(funnel, guide, num_steps=200, lr=1000.0, lr_decay=None, seed=0, progress=False, max_recoveries=0)
     err = info.value
     assert err.lr == 1000.0 and err.step > 0
     assert set(err.sites) & {"log_scale", "x"}
@@ -316,6 +318,7 @@ def test_early_stop_does_not_trigger_on_a_still_improving_fit():
         far,
         num_steps=300,
         lr=0.01,
+        lr_decay=None,
         seed=0,
         progress=False,
         early_stop=EarlyStop(window=50, rtol=1e-3),
@@ -330,12 +333,15 @@ def test_early_stop_does_not_trigger_on_a_still_improving_fit():
 
 def test_checkpoint_is_plain_data_and_resume_extends_a_fit_exactly(tmp_path):
     path = tmp_path / "fit.pt"
-    ref = fit(funnel, AutoIAFNormal(funnel, hidden_dim=[16]), num_steps=60, seed=3, progress=False).losses
+    ref = fit(
+        funnel, AutoIAFNormal(funnel, hidden_dim=[16]), num_steps=60, seed=3, progress=False, lr_decay=None
+    ).losses
     pyro.clear_param_store()
     first = fit(
         funnel,
         AutoIAFNormal(funnel, hidden_dim=[16]),
         num_steps=35,
+        lr_decay=None,
         seed=3,
         progress=False,
         checkpoint=path,
@@ -345,7 +351,14 @@ def test_checkpoint_is_plain_data_and_resume_extends_a_fit_exactly(tmp_path):
     assert raw["step"] == 35 and raw["stop_reason"] == "completed" and len(raw["losses"]) == 35
     pyro.clear_param_store()
     pyro.set_rng_seed(12345)  # the checkpoint's RNG state must win over the current one
-    second = fit(funnel, AutoIAFNormal(funnel, hidden_dim=[16]), num_steps=60, progress=False, resume=path)
+    second = fit(
+        funnel,
+        AutoIAFNormal(funnel, hidden_dim=[16]),
+        num_steps=60,
+        progress=False,
+        resume=path,
+        lr_decay=None,
+    )
     assert second.start_step == 35 and first.losses == ref[:35]
     assert second.losses == ref
 

@@ -222,3 +222,21 @@ def test_maf_sampling_reuses_masked_weights_once_per_call():
     t.made.masked_weights = lambda: calls.append(1) or original()
     t.forward_and_log_det(torch.randn(5, 6))
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("dim", [1, 3, 6])
+def test_fixed_affine_whitening_map_against_autograd(dim):
+    """The unregistered FixedAffine (the Laplace whitening map of flow guides) meets the same standard."""
+    from pyro_nf.transforms import FixedAffine
+
+    g = torch.Generator().manual_seed(dim)
+    tril = torch.tril(torch.randn(dim, dim, generator=g, dtype=torch.float64))
+    tril.diagonal().copy_(torch.rand(dim, generator=g, dtype=torch.float64) + 0.1)
+    t = FixedAffine(torch.randn(dim, generator=g, dtype=torch.float64), tril)
+    _check_against_autograd(t, dim)
+    x = torch.randn(4, 2, dim, dtype=torch.float64)
+    y, ladj = t.forward_and_log_det(x)
+    assert y.shape == x.shape and ladj.shape == (4, 2)
+    torch.testing.assert_close(t.inverse_and_log_det(y)[0], x)
+    with pytest.raises(ValueError, match="non-zero diagonal"):
+        FixedAffine(torch.zeros(2), torch.zeros(2, 2))

@@ -1,0 +1,174 @@
+r"""The shape of one fit: how far along it is, its learning rate, its STL switch-over and when it stops.
+
+A fit has two budgets, ``num_steps`` and (optionally) ``time_budget`` seconds; its *progress* is the
+larger fraction used,
+
+.. math:: \pi_t = \min\Big(1, \max\Big(\frac{t}{N}, \frac{\text{elapsed}}{T}\Big)\Big),
+
+so the recipe keeps its shape whichever budget binds first: under a time budget the learning rate
+decays as :math:`\mathrm{lr}\cdot d^{\,\pi_t}` (``lr_decay`` :math:`= d`, the same curve as the
+step-count decay when only ``num_steps`` binds) and flow guides switch to the sticking-the-landing
+gradient (Roeder et al. 2017) once :math:`\pi_t \ge` ``stl_after``. The fit stops at ``num_steps``,
+at the time budget (``stop_reason == "time_budget"``), or earlier on an :class:`EarlyStop` plateau.
+
+Example:
+    >>> s = Schedule(num_steps=100, time_budget=None, stl_after=0.5)
+    >>> s.progress(25), s.wants_stl(25), s.wants_stl(50)
+    (0.25, False, True)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["PATHS", "STOP_REASONS", "EarlyStop", "FitResult", "Schedule", "switch_to_stl"]
+
+#: Every value ``FitResult.stop_reason`` can take.
+STOP_REASONS = ("completed", "time_budget", "early_stop", "callback", "interrupted")
+#: Every value ``FitResult.path`` can take: the fast ELBO (:mod:`pyro_nf.training.fast_elbo`) or
+#: Pyro's ``SVI`` with the loss.
+PATHS = ("fast", "trace_elbo")
+
+
+class Schedule:
+    """Progress of a fit against its step and time budgets (see the module docstring).
+
+    Args:
+        num_steps: the step budget (steps of this call and of earlier calls resumed from).
+        time_budget: seconds this call may run (set-up included), or ``None``.
+        stl_after: progress from which guides switch to STL (``None``: never switch).
+    """
+
+    def __init__(self, num_steps: int, time_budget: float | None, stl_after: float | None) -> None:
+        if time_budget is not None and not (isinstance(time_budget, int | float) and time_budget > 0):
+            raise ValueError(f"time_budget must be a positive number of seconds or None; got {time_budget!r}")
+        if stl_after is not None and not (isinstance(stl_after, int | float) and 0 <= stl_after <= 1):
+            raise ValueError(f"stl_after must be a number in [0, 1] or None; got {stl_after!r}")
+        self.num_steps, self.time_budget, self.stl_after = num_steps, time_budget, stl_after
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds since the schedule started (the start of :func:`fit`)."""
+        return time.perf_counter() - self.start
+
+    def progress(self, step: int) -> float:
+        """:math:`\\pi_t` after ``step`` steps."""
+        p = step / self.num_steps
+        if self.time_budget is not None:
+            p = max(p, self.elapsed() / self.time_budget)
+        return min(1.0, p)
+
+    def out_of_time(self) -> bool:
+        """Whether the time budget is spent."""
+        return self.time_budget is not None and self.elapsed() >= self.time_budget
+
+    def wants_stl(self, step: int) -> bool:
+        """Whether the sticking-the-landing phase has begun."""
+        return self.stl_after is not None and self.progress(step) >= self.stl_after
+
+
+def switch_to_stl(guide: Any) -> bool:
+    """Turn on the guide's sticking-the-landing gradient if it has one it can use (every layer has an
+    inverse) and it is off; return whether it was switched (the caller switches it back)."""
+    if getattr(guide, "stl", True) or not getattr(guide, "supports_stl", False):
+        return False
+    guide.stl = True
+    return True
+
+
+@dataclass
+class EarlyStop:
+    r"""Stop when the mean loss stops improving: an ELBO plateau.
+
+    After every step (once at least ``max(2 * window, min_steps)`` losses exist) the mean loss of the
+    last ``window`` steps, :math:`\bar L_{new}`, is compared with the mean of the ``window`` steps
+    before, :math:`\bar L_{old}`; the fit stops when
+    :math:`\bar L_{old} - \bar L_{new} < \mathrm{rtol} \cdot \max(|\bar L_{new}|, 1)`, i.e. when the
+    relative improvement over a window is below ``rtol`` (a loss that got worse counts as a plateau).
+
+    Args:
+        window: number of steps per averaging window.
+        rtol: relative improvement below which the fit has converged.
+        min_steps: never stop before this many steps.
+    """
+
+    window: int = 100
+    rtol: float = 1e-3
+    min_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or not self.rtol >= 0 or self.min_steps < 0:
+            raise ValueError(f"invalid {self!r}: need window >= 1, rtol >= 0, min_steps >= 0")
+
+    def should_stop(self, losses: list[float]) -> bool:
+        """Whether the loss history has reached a plateau."""
+        w = self.window
+        if len(losses) < max(2 * w, self.min_steps):
+            return False
+        new = sum(losses[-w:]) / w
+        old = sum(losses[-2 * w : -w]) / w
+        return old - new < self.rtol * max(abs(new), 1.0)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        guide: the fitted guide (its parameters are the last verified-finite ones).
+        losses: loss (negative ELBO estimate) of every step taken, in order, including the steps of
+            earlier runs when resumed from a checkpoint.
+        wall_seconds: wall-clock seconds this call spent (set-up included).
+        num_steps: steps taken in total (``len(losses)``).
+        stop_reason: one of :data:`STOP_REASONS`: ``"completed"`` (``num_steps`` reached),
+            ``"time_budget"`` (``time_budget`` seconds spent), ``"early_stop"`` (plateau, see
+            :class:`EarlyStop`), ``"callback"`` (the callback returned
+            ``True``), ``"interrupted"`` (KeyboardInterrupt;
+            the guide holds the parameters from before the interrupted step).
+        num_recoveries: how often the divergence guard restored parameters.
+        final_lr: learning rate at the end (lower than ``lr`` after decay or recoveries).
+        recovery_steps: the step of each recovery.
+        seed: the ``seed`` given to :func:`fit`.
+        optimizer: optimizer name.
+        loss: ELBO class name (e.g. ``"TraceEnum_ELBO"`` when chosen for enumeration).
+        start_step: the step this call started from (non-zero after ``resume``).
+        path: how the steps ran, one of :data:`PATHS`: ``"fast"`` (:mod:`pyro_nf.training.fast_elbo`:
+            the same estimator as ``loss``, without per-step tracing) or ``"trace_elbo"`` (Pyro's
+            ``SVI`` with ``loss``).
+        path_reason: why the fast path did not run (empty when it did).
+        stl_step: the step from which the sticking-the-landing gradient was used (``stl_after``),
+            ``None`` when it was not switched on by the fit (off, or the guide has no inverse, or
+            always on as with ``AutoMAF``).
+        time_budget: the ``time_budget`` given to :func:`fit`.
+        init: which start the guide took (``fit(init=)``): ``"laplace (...)"``, ``"own start (...)"``
+            with the reason, or ``"continued ..."``.
+    """
+
+    guide: Any
+    losses: list[float]
+    wall_seconds: float
+    num_steps: int
+    stop_reason: str
+    num_recoveries: int
+    final_lr: float
+    recovery_steps: list[int] = field(default_factory=list)
+    seed: int | None = None
+    optimizer: str = "adam"
+    loss: str = "Trace_ELBO"
+    start_step: int = 0
+    path: str = "trace_elbo"
+    path_reason: str = ""
+    stl_step: int | None = None
+    time_budget: float | None = None
+    init: str = ""
+
+    @property
+    def elbo(self) -> float:
+        """ELBO estimate: minus the mean loss of the last ``min(100, max(1, num_steps // 10))`` steps."""
+        if not self.losses:
+            return math.nan
+        k = min(100, max(1, len(self.losses) // 10))
+        return -sum(self.losses[-k:]) / k
