@@ -10,7 +10,7 @@ The subpackages are the layers of the design, lowest first: ``transforms`` (bije
 ``examples`` (built-in models with reference posteriors).
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from pyro_nf.comparison import (  # noqa: E402
     Comparison,

@@ -114,6 +114,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"seconds per guide; each fit stops at --steps or here (default {DEFAULT_TIME_BUDGET:g})",
     )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        help="torch CPU threads (default 1: faster than several for the small networks of most models)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--traceback", action="store_true", help="show the full trace of unexpected errors")
 
@@ -358,6 +364,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pyro_nf.comparison import FitInputError
 
     commands = {"list": _cmd_list, "fit": _cmd_fit, "compare": _cmd_compare}
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return commands[args.command](args)
     except (InputError, FitInputError) as e:  # the model cannot be fitted on this data

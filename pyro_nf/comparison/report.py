@@ -181,6 +181,26 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+def marginal_table(errors: pd.DataFrame, max_rows: int = 12) -> str:
+    """Markdown table: one row per parameter (the first ``max_rows``), one column per guide, each cell
+    ``sd ratio / IQR ratio`` to the reference (empty without a reference)."""
+    if errors is None or errors.empty:
+        return ""
+    guides = list(dict.fromkeys(errors["guide"]))
+    params = list(dict.fromkeys(errors["parameter"]))
+    cells = errors.set_index(["parameter", "guide"])
+    lines = ["| parameter | " + " | ".join(guides) + " |", "|---" * (len(guides) + 1) + "|"]
+    for p in params[:max_rows]:
+        row = []
+        for g in guides:
+            sd, iqr = cells.loc[(p, g), "sd_ratio"], cells.loc[(p, g), "iqr_ratio"]
+            row.append(f"{sd:.2f} / {iqr:.2f}")
+        lines.append(f"| {p} | " + " | ".join(row) + " |")
+    if len(params) > max_rows:
+        lines.append(f"\n({len(params) - max_rows} more parameters in errors.csv.)")
+    return "\n".join(lines)
+
+
 def write_report(comparison: Comparison, folder: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``table.csv``, ``<guide>.nc`` per guide, ``elbo.png``, ``pair.png``, ``forest.png``,
     ``khat.png``, ``errors.csv`` (with a reference) and ``report.md`` into ``folder``.
@@ -234,6 +254,18 @@ def write_report(comparison: Comparison, folder: str | Path, *, overwrite: bool 
             + ("." if ref.draws is not None else " (empty: the reference has no draws).")
         )
     lines.append("")
+    marginals = marginal_table(comparison.errors)
+    if marginals:
+        lines += [
+            "## Marginals: sd ratio / IQR ratio to the reference",
+            "",
+            "Each coordinate's spread, as the model draws it, against the reference's (1 is exact). The "
+            "sample sd of a heavy-tailed coordinate is noise (the funnel's x have kurtosis ~10^4): read "
+            "its IQR ratio.",
+            "",
+            marginals,
+            "",
+        ]
     for file, (title, _) in figures.items():
         lines += [f"## {title}", "", f"![{title}]({file})", ""]
     path = folder / "report.md"

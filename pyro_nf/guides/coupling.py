@@ -177,7 +177,11 @@ class AutoRealNVP(_AutoCoupling):
     r"""RealNVP guide: ``num_flows`` affine couplings :math:`y_t = x_t\,\sigma(x_c) + \mu(x_c)` with
     the bounded log-scale :math:`L\tanh(s/L)` (Dinh, Sohl-Dickstein & Bengio 2016).
 
-    Defaults as :class:`AutoNICE`, and ``max_log_scale=5``.
+    Defaults as :class:`AutoNICE`, except ``num_flows = min(8, max(4, ceil(log2 D)))`` (4 at D <= 16):
+    half of NICE's depth costs half as much per step, and in fit()'s 60-second budget the extra steps
+    won. Measured on centred eight schools (fit() recipe, 16 particles): 4 layers x 10,000 steps gave
+    tau's sd/IQR ratios 0.94/0.94 against 0.98/0.88 for 8 layers x 6,000 steps in the same time; on
+    the funnel 2.78 vs 2.81 for the log-scale sd (exact 3). ``max_log_scale=5``.
 
     Example:
         >>> import pyro, pyro.distributions as dist, torch
@@ -195,7 +199,8 @@ class AutoRealNVP(_AutoCoupling):
         super().__init__(model, max_log_scale=self.max_log_scale, **kwargs)
 
     def _make_flows(self, latent_dim: int) -> list[nn.Module]:
-        n = self._num_layers(latent_dim, default_num_couplings(latent_dim))
+        bits = max(1, (latent_dim - 1).bit_length())
+        n = self._num_layers(latent_dim, min(8, max(4, bits)))
         return [
             make_transform(
                 "affine_coupling",

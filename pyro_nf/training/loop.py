@@ -57,7 +57,7 @@ __all__ = ["PATHS", "STOP_REASONS", "EarlyStop", "FitResult", "fit"]
 #: The default recipe (chosen with ``benchmarks/accuracy.py``; the table is in the README): 16 draws per
 #: step in one batched pass, Adam at 0.01 decaying to a tenth, the sticking-the-landing gradient for the
 #: second half of the budget.
-DEFAULT_NUM_STEPS: int = 6000
+DEFAULT_NUM_STEPS: int = 10_000
 DEFAULT_NUM_PARTICLES: int = 16
 DEFAULT_LR_DECAY: float = 0.1
 DEFAULT_STL_AFTER: float = 0.5
