@@ -168,9 +168,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from pyro_nf.comparison import available_guides
+    from pyro_nf.comparison import RECOMMENDED_GUIDE, available_guides
     from pyro_nf.examples import available_examples, get_example
-    from pyro_nf.guides.registry import RECOMMENDED_GUIDE
 
     print("guides:")
     for name in available_guides():

@@ -14,11 +14,12 @@ from pyro_nf.comparison.run import (
     compare,
 )
 from pyro_nf.guides import available_guides
-from pyro_nf.guides.registry import GUIDES
+from pyro_nf.guides.registry import GUIDES, RECOMMENDED_GUIDE
 from pyro_nf.training import FitInputError
 
 __all__ = [
     "GUIDES",
+    "RECOMMENDED_GUIDE",
     "DEFAULT_FIT_KWARGS",
     "DEFAULT_GUIDES",
     "DEFAULT_NUM_STEPS",

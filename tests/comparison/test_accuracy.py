@@ -49,11 +49,11 @@ def test_funnel_flows_at_their_defaults_recover_the_log_scale_and_the_neck(funne
     exact_sd = float(ex.reference["log_scale"]["sd"])  # 3
     exact_ls_iqr = 2 * 0.6744897501960817 * exact_sd
     assert abs(mf["log_scale"].std() - exact_sd) / exact_sd > 0.5  # mean-field: sd 0.48
-    # measured: realnvp sd 2.805, IQR ratio 0.979; iaf 2.767, 0.950 (mean-field 0.476, 0.160)
+    # measured: realnvp sd 2.776, IQR ratio 0.972; iaf 2.767, 0.950 (mean-field 0.476, 0.160)
     assert abs(fl["log_scale"].std() - exact_sd) / exact_sd < 0.1, fl["log_scale"].std()
     assert abs(_iqr(fl["log_scale"])[0] / exact_ls_iqr - 1) < 0.1
     exact_iqr = ex.reference["x"]["q75"] - ex.reference["x"]["q25"]
-    ratio = np.median(_iqr(fl["x"]) / exact_iqr)  # measured: realnvp 1.000, iaf 0.930; mean-field 0.739
+    ratio = np.median(_iqr(fl["x"]) / exact_iqr)  # measured: realnvp 0.958, iaf 0.930; mean-field 0.739
     assert abs(ratio - 1) < 0.1, ratio
     assert abs(np.median(_iqr(mf["x"]) / exact_iqr) - 1) > 0.2
 
@@ -77,7 +77,7 @@ def test_eight_schools_centered_realnvp_at_its_defaults_gets_tau():
     ex, draws = _fit_and_draw("eight_schools_centered", "realnvp")
     ref_sd = float(ex.reference["tau"]["sd"])
     ref_iqr = float(ex.reference["tau"]["q75"] - ex.reference["tau"]["q25"])
-    # measured: sd ratio 0.983, IQR ratio 0.881 (mean-field: sd 0.32 of 3.20)
+    # measured: sd ratio 0.940, IQR ratio 0.926 (mean-field: sd 0.32 of 3.20)
     assert abs(draws["tau"].std() / ref_sd - 1) < 0.1
     assert abs(_iqr(draws["tau"])[0] / ref_iqr - 1) < 0.15
 

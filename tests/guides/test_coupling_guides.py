@@ -84,10 +84,13 @@ def test_one_dimensional_latent(cls):
 
 
 def test_default_sizes_and_bad_options():
-    ex = get_example("funnel")  # D = 10: 8 couplings, width 32
+    ex = get_example("funnel")  # D = 10: RealNVP 4 couplings (NICE 8), width 32
     guide = AutoRealNVP(ex.model)
     guide()
-    assert guide.num_flows == 8 and len(guide.flows) == 8
+    assert guide.num_flows == 4 and len(guide.flows) == 4
+    nice = AutoNICE(ex.model)
+    nice()
+    assert nice.num_flows == 8
     assert guide.flows[0].net.hidden_dims == (32, 32)
     glow = AutoGlow(ex.model, num_flows=2)
     glow()
