@@ -373,6 +373,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(_one_line(e), 2)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except BrokenPipeError:  # e.g. `pyro-nf list | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # never show a user a traceback unless asked
         if getattr(args, "traceback", False):
             raise
