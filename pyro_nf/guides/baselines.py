@@ -37,8 +37,7 @@ from torch import nn
 from torch.distributions import biject_to, transform_to
 
 from pyro_nf.guides.contract import _ContinuousMixin, _ContractMixin
-from pyro_nf.guides.laplace import choose_start, laplace_start, set_constrained
-from pyro_nf.guides.laplace import describe as describe_no_start
+from pyro_nf.guides.laplace import choose_start, guide_start, set_constrained
 
 _SUFFIX = "_unconstrained"
 
@@ -99,11 +98,9 @@ class AutoMeanField(_ContractMixin, AutoNormal):
         r"""Start at the model's MAP with the mean-field optimum of its Laplace Gaussian,
         :math:`\sigma_i = H_{ii}^{-1/2}`, where that beats the guide's own start
         (:mod:`pyro_nf.guides.laplace`); returns a note saying which start was kept."""
-        if self.prototype_trace is None:
-            self._setup_prototype(*args, **kwargs)
-        start, reason = laplace_start(self.model, self.prototype_trace, args, kwargs)
+        start, note = guide_start(self, args, kwargs)
         if start is None:
-            return describe_no_start(reason)
+            return note
         names = [name for name, _ in self.prototype_trace.iter_stochastic_nodes()]
         parts = [self._get_loc_and_scale(name) for name in names]
         own_loc = torch.cat([loc.detach().reshape(-1) for loc, _ in parts])
@@ -195,11 +192,9 @@ class AutoFullRank(_ParamSpecMixin, AutoMultivariateNormal):
     def init_to_laplace(self, *args: Any, **kwargs: Any) -> str:
         r"""Start from the model's Laplace Gaussian :math:`N(\hat z, H^{-1})` where it beats the guide's
         own start (:mod:`pyro_nf.guides.laplace`); returns a note saying which start was kept."""
-        if self.prototype_trace is None:
-            self._setup_prototype(*args, **kwargs)
-        start, reason = laplace_start(self.model, self.prototype_trace, args, kwargs)
+        start, note = guide_start(self, args, kwargs)
         if start is None:
-            return describe_no_start(reason)
+            return note
         own = (self.loc.detach(), self.scale.detach()[:, None] * self.scale_tril.detach())
         better, note = choose_start(start, (start.loc, start.scale_tril), own)
         if better:

@@ -30,8 +30,7 @@ from torch.distributions import AffineTransform, ComposeTransform, biject_to
 
 from pyro_nf._util import check_positive_float, check_positive_int, isolated_rng
 from pyro_nf.guides.contract import _ContinuousMixin
-from pyro_nf.guides.laplace import choose_start, laplace_start, set_constrained
-from pyro_nf.guides.laplace import describe as describe_no_start
+from pyro_nf.guides.laplace import choose_start, guide_start, set_constrained
 from pyro_nf.guides.stl import StickingTheLanding, detached_flow
 from pyro_nf.transforms import FixedAffine, make_transform
 from pyro_nf.transforms.registry import TRANSFORMS
@@ -174,11 +173,9 @@ class AutoFlow(_ContinuousMixin, AutoContinuous):
         fixed :class:`~pyro_nf.transforms.FixedAffine` ``(z_hat, chol(H^{-1}))`` follows the layers
         (``self.whiten``), so the layers, still the identity, learn in whitened coordinates. Returns
         a note saying which start was kept and why. Called by :func:`pyro_nf.fit` (``init=``)."""
-        if self.prototype_trace is None:
-            self._setup_prototype(*args, **kwargs)
-        start, reason = laplace_start(self.model, self.prototype_trace, args, kwargs)
+        start, note = guide_start(self, args, kwargs)
         if start is None:
-            return describe_no_start(reason)
+            return note
         own = (self.loc.detach(), torch.diag(self.scale.detach()))
         better, note = choose_start(start, (start.loc, start.scale_tril), own)
         if better:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import pyro
 import torch
@@ -44,6 +45,7 @@ __all__ = [
     "NUM_CHECK_DRAWS",
     "LaplaceStart",
     "choose_start",
+    "guide_start",
     "laplace_start",
     "packed_log_density",
 ]
@@ -81,14 +83,13 @@ class LaplaceStart:
 def packed_log_density(model: Callable, prototype: poutine.Trace, args: tuple, kwargs: dict) -> tuple:
     """``(log_density, z0)``: :math:`\\ell` of a packed unconstrained latent (sites in prototype order,
     as ``AutoContinuous`` packs them) and the packed prototype values."""
-    sites = []
+    sites, parts = [], []
     for name, site in prototype.iter_stochastic_nodes():
         transform = biject_to(site["fn"].support)
         u = transform.inv(site["value"]).detach()
         sites.append((name, transform, u.shape, u.numel()))
-    z0 = torch.cat(
-        [transform.inv(prototype.nodes[n]["value"]).detach().reshape(-1) for n, transform, _, _ in sites]
-    )
+        parts.append(u.reshape(-1))
+    z0 = torch.cat(parts)
 
     def log_density(z: torch.Tensor) -> torch.Tensor:
         values, log_det, offset = {}, z.new_zeros(()), 0
@@ -176,8 +177,13 @@ def choose_start(
     return False, f"own start (laplace check ELBO {new:.4g} is not above {old:.4g})"
 
 
-def describe(reason: str) -> str:
-    return f"own start (no Laplace start: {reason})"
+def guide_start(guide: Any, args: tuple, kwargs: dict) -> tuple[LaplaceStart | None, str]:
+    """The Laplace start of ``guide``'s model (setting the guide up first if needed), or ``(None, note)``
+    with the note a guide's ``init_to_laplace`` returns when there is none."""
+    if guide.prototype_trace is None:
+        guide._setup_prototype(*args, **kwargs)
+    start, reason = laplace_start(guide.model, guide.prototype_trace, args, kwargs)
+    return start, "" if start is not None else f"own start (no Laplace start: {reason})"
 
 
 def set_constrained(module: torch.nn.Module, name: str, value: torch.Tensor) -> None:

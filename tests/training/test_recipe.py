@@ -105,7 +105,9 @@ def test_laplace_start_is_the_exact_gaussian_posterior(name):
     assert guide.init_to_laplace(x, y).startswith("laplace")
     with torch.no_grad():
         z = guide.get_posterior().sample((20000,)).double()
-    torch.testing.assert_close(z.mean(0), mean, atol=0.02 * cov.diagonal().sqrt().max().item() * 5, rtol=0)
+    # standardised mean error per coordinate (20,000 draws: Monte Carlo error ~0.007 sd)
+    zero = torch.zeros(P + 1, dtype=torch.float64)
+    torch.testing.assert_close((z.mean(0) - mean) / cov.diagonal().sqrt(), zero, atol=0.03, rtol=0)
     sd = z.std(0)
     torch.testing.assert_close(
         sd / cov.diagonal().sqrt(), torch.ones(P + 1, dtype=torch.float64), atol=0.03, rtol=0
