@@ -41,6 +41,7 @@ from pyro_nf.guides import (  # noqa: E402
 )
 from pyro_nf.training import (  # noqa: E402
     CheckpointError,
+    Converged,
     DataParallel,
     EarlyStop,
     FitDivergedError,
@@ -68,6 +69,7 @@ __all__ = [
     "AutoRealNVP",
     "CheckpointError",
     "Comparison",
+    "Converged",
     "DataParallel",
     "Diagnosis",
     "EarlyStop",

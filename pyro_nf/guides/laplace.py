@@ -150,7 +150,7 @@ def laplace_start(
             log_density, z0 = packed_log_density(model, prototype, args, kwargs)
             if z0.numel() > MAX_DIM:
                 return None, f"{z0.numel()} latent dimensions > {MAX_DIM}"
-            if not math.isfinite(float(log_density(z0))):
+            if not math.isfinite(float(log_density(z0).detach())):
                 return None, "the start point has a non-finite density"
             z_hat = _map(log_density, z0, max_iter)
             if z_hat is None:

@@ -3,11 +3,12 @@ data-parallel fitting on ``torch.distributed`` (:class:`DataParallel`, :func:`sh
 
 from pyro_nf.training.distributed import DataParallel, shard
 from pyro_nf.training.errors import CheckpointError, FitDivergedError, FitInputError
-from pyro_nf.training.loop import STOP_REASONS, EarlyStop, FitResult, fit
+from pyro_nf.training.loop import STOP_REASONS, Converged, EarlyStop, FitResult, fit
 
 __all__ = [
     "STOP_REASONS",
     "CheckpointError",
+    "Converged",
     "DataParallel",
     "EarlyStop",
     "FitDivergedError",

@@ -70,8 +70,7 @@ from pyro.poutine.util import site_is_subsample
 
 from pyro_nf._util import capture_rng_state, restore_rng_state
 from pyro_nf.training.checkpoint import save_checkpoint
-from pyro_nf.training.errors import CheckpointError, FitInputError
-from pyro_nf.training.guard import is_divergence_error
+from pyro_nf.training.errors import CheckpointError, FitInputError, is_divergence_error
 from pyro_nf.training.setup import latent_sites
 from pyro_nf.training.sharding import shard
 

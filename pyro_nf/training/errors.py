@@ -1,8 +1,13 @@
-"""The exceptions a user of :func:`pyro_nf.fit` may need to catch (all exported from ``pyro_nf``)."""
+"""The exceptions a user of :func:`pyro_nf.fit` may need to catch (all exported from ``pyro_nf``), and
+the rule telling a diverging step's exception from a bug in the model."""
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "FitDivergedError", "FitInputError"]
+import re
+
+import torch
+
+__all__ = ["CheckpointError", "FitDivergedError", "FitInputError", "is_divergence_error"]
 
 
 class FitInputError(ValueError):
@@ -26,3 +31,16 @@ class FitDivergedError(RuntimeError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint file cannot be read, is not a pyro_nf checkpoint, or does not fit this fit."""
+
+
+def is_divergence_error(err: Exception) -> bool:
+    """Whether an exception from a step means divergence (a distribution rejecting a parameter or
+    value, a nan/inf, or a failed factorisation) rather than a bug in the model."""
+    if isinstance(err, torch.linalg.LinAlgError):
+        return True
+    text = str(err)
+    return isinstance(err, ValueError) and (
+        "Expected parameter" in text
+        or "Expected value argument" in text
+        or re.search(r"\b(nan|inf)\b", text) is not None
+    )

@@ -18,7 +18,6 @@ allocation per step); every recovery then restores the last verified parameters 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -67,19 +66,6 @@ def current_lr(optim: PyroOptim, default: float) -> float:
     for opt in setup.torch_optimizers(optim):
         return float(opt.param_groups[0]["lr"])
     return default
-
-
-def is_divergence_error(err: Exception) -> bool:
-    """Whether an exception from a step means divergence (a distribution rejecting a parameter or
-    value, a nan/inf, or a failed factorisation) rather than a bug in the model."""
-    if isinstance(err, torch.linalg.LinAlgError):
-        return True
-    text = str(err)
-    return isinstance(err, ValueError) and (
-        "Expected parameter" in text
-        or "Expected value argument" in text
-        or re.search(r"\b(nan|inf)\b", text) is not None
-    )
 
 
 class DivergenceGuard:

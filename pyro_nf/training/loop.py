@@ -40,19 +40,26 @@ from pyro_nf.training.checkpoint import (
     save_checkpoint,
 )
 from pyro_nf.training.distributed import DataParallel, any_rank, resolve, restore_rng, together
-from pyro_nf.training.errors import CheckpointError
+from pyro_nf.training.errors import CheckpointError, is_divergence_error
 from pyro_nf.training.fast_elbo import plan as plan_fast_path
 from pyro_nf.training.guard import (
     RECOVERY_LR_FACTOR,
     DivergenceGuard,
     all_finite,
     current_lr,
-    is_divergence_error,
 )
 from pyro_nf.training.progress import Progress
-from pyro_nf.training.schedule import PATHS, STOP_REASONS, EarlyStop, FitResult, Schedule, switch_to_stl
+from pyro_nf.training.schedule import (
+    PATHS,
+    STOP_REASONS,
+    Converged,
+    EarlyStop,
+    FitResult,
+    Schedule,
+    switch_to_stl,
+)
 
-__all__ = ["PATHS", "STOP_REASONS", "EarlyStop", "FitResult", "fit"]
+__all__ = ["PATHS", "STOP_REASONS", "Converged", "EarlyStop", "FitResult", "fit"]
 
 #: The default recipe (chosen with ``benchmarks/accuracy.py``; the table is in the README): 16 draws per
 #: step in one batched pass, Adam at 0.01 decaying to a tenth, the sticking-the-landing gradient for the
@@ -61,37 +68,8 @@ DEFAULT_NUM_STEPS: int = 10_000
 DEFAULT_NUM_PARTICLES: int = 16
 DEFAULT_LR_DECAY: float = 0.1
 DEFAULT_STL_AFTER: float = 0.5
-
-
-def _vectorization_problem(loss_fn: Callable[[], float]) -> str:
-    """The first line of the error a vectorised-particle loss raises ('' if it runs or only diverges)."""
-    try:
-        with isolated_rng(), torch.no_grad():
-            loss_fn()
-    except (RuntimeError, ValueError, IndexError, TypeError) as err:
-        if is_divergence_error(err):
-            return ""
-        return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-    return ""
-
-
-def _initialise(
-    init: str | None, model: Callable, guide: Any, model_trace: Any, args: tuple, kwargs: dict, fresh: bool
-) -> str:
-    """Run the guide's Laplace start on its first fit (see ``fit(init=)``); return the note."""
-    if init not in ("laplace", None):
-        raise ValueError(f"init must be 'laplace' or None; got {init!r}")
-    if init is None:
-        return "own start (init=None)"
-    if getattr(guide, "_pyro_nf_started", False) or not fresh:
-        return "continued (the guide was fitted before, or resumed)"
-    method = getattr(guide, "init_to_laplace", None)
-    if setup.uses_enumeration(model_trace) or not callable(method):
-        note = "own start (enumerated discrete sites)" if callable(method) else "own start (no Laplace start)"
-    else:
-        note = method(*args, **kwargs)
-    guide._pyro_nf_started = True
-    return note
+#: ``fit()`` stops when the guide matches the posterior to within Monte Carlo noise (see :class:`Converged`).
+DEFAULT_EARLY_STOP: Converged = Converged()
 
 
 def fit(
@@ -110,7 +88,7 @@ def fit(
     vectorize_particles: bool = True,
     seed: int | None = None,
     progress: bool = True,
-    early_stop: EarlyStop | bool | None = None,
+    early_stop: Converged | EarlyStop | bool | None = DEFAULT_EARLY_STOP,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
     resume: str | os.PathLike | None = None,
@@ -173,8 +151,11 @@ def fit(
         progress: show progress on stderr: a tqdm bar with the smoothed ELBO (exponential moving
             average), learning rate and steps per second on a terminal; one line per 10% of the
             steps when stderr is not a terminal (logs); nothing when ``False``.
-        early_stop: ``None``/``False`` (off), ``True`` (``EarlyStop()`` defaults) or an
-            :class:`EarlyStop`; a stop is recorded as ``stop_reason == "early_stop"``.
+        early_stop: the convergence rule. The default, :class:`Converged`, stops once the guide
+            matches the posterior to within Monte Carlo noise (the variance of the log-weights over the
+            last 200 steps below 0.005; ``stop_reason == "converged"``; not in data-parallel fits, whose
+            loss is averaged over ranks). ``True`` (``EarlyStop()`` defaults) or an :class:`EarlyStop`
+            stops on an ELBO plateau instead (``"early_stop"``); ``None``/``False``: run to the budget.
         checkpoint: path of a checkpoint file written atomically every ``checkpoint_every`` steps and
             at the end (see :mod:`pyro_nf.training.checkpoint`). It holds the guide's ``state_dict``, the
             unconstrained values of all parameters, optimizer and schedule state, RNG states, step,
@@ -236,12 +217,14 @@ def fit(
         early_stop = EarlyStop()
     elif early_stop is False:
         early_stop = None
-    elif early_stop is not None and not isinstance(early_stop, EarlyStop):
-        raise ValueError(f"early_stop must be None, a bool or an EarlyStop; got {early_stop!r}")
+    elif early_stop is not None and not isinstance(early_stop, EarlyStop | Converged):
+        raise ValueError(f"early_stop must be None, a bool, an EarlyStop or a Converged; got {early_stop!r}")
     setup.check_fit_options(num_particles=num_particles, seed=seed)
     check_checkpoint_target(checkpoint, resume)
     kwargs = model_kwargs
     group = resolve(distributed)  # None unless data-parallel
+    if group is not None and isinstance(early_stop, Converged):
+        early_stop = None  # its loss is an average over ranks: the variance rule does not apply
     progress = progress and (group is None or group.is_main)
     if seed is not None and resume is None:
         pyro.set_rng_seed(seed if group is None else group.rank_seed(seed))
@@ -250,7 +233,7 @@ def fit(
     model_trace = together(group, setup.trace_model, model, args, kwargs)
     model = model if group is None else group.prepare(model, model_trace)  # checks; scales the likelihood
     together(group, setup.setup_guide, guide, model_trace, args, kwargs)
-    init_note = _initialise(
+    init_note = setup.initialise(
         init, model, guide, model_trace, args, kwargs, fresh=group is None and resume is None
     )
     elbo = setup.make_loss(loss, setup.uses_enumeration(model_trace), num_particles, vectorize_particles)
@@ -272,11 +255,7 @@ def fit(
         if fast is True and fast_elbo is None:
             raise ValueError(f"fast=True but the fast path does not apply: {path_reason}")
     if num_particles > 1 and vectorize_particles and not isinstance(loss, ELBO):
-        problem = _vectorization_problem(
-            fast_elbo.evaluate_loss
-            if fast_elbo is not None
-            else lambda: elbo.loss(model, guide, *args, **kwargs)
-        )
+        problem = setup.vectorization_problem(elbo, model, guide, args, kwargs)
         if problem:  # e.g. `x @ w` with w of shape (particles, D): draw the particles one by one
             vectorize_particles, fast_elbo = False, None
             elbo = setup.make_loss(loss, setup.uses_enumeration(model_trace), num_particles, False)
@@ -288,6 +267,7 @@ def fit(
             )
             warnings.warn(f"fit: {path_reason}", stacklevel=2)
     path = "trace_elbo" if fast_elbo is None else "fast"
+    particles = getattr(elbo, "num_particles", num_particles)  # draws per loss, for `Converged`
     store = pyro.get_param_store()
     named = dict(store.named_parameters())
     params = {n: named[n] for n in setup.param_names(model, guide, args, kwargs)}
@@ -340,7 +320,8 @@ def fit(
         apply_checkpoint(ckpt, guide, params, config, optim, guard, resume)
         losses = [float(v) for v in ckpt["losses"]]
         # a completed fit continues when asked for more steps; an early-stopped one stays stopped
-        stop_reason = "early_stop" if ckpt.get("stop_reason") == "early_stop" else None
+        stop_reason = ckpt.get("stop_reason")
+        stop_reason = stop_reason if stop_reason in ("early_stop", "converged") else None
         restore_rng(group, ckpt)
     start_step = step = len(losses)
 
@@ -397,8 +378,8 @@ def fit(
                         if not stl_checked and schedule.wants_stl(step):
                             stl_checked = True
                             stl_step = step if switch_to_stl(guide) else None
-                        if early_stop is not None and early_stop.should_stop(losses):
-                            stop_reason = "early_stop"
+                        if early_stop is not None and early_stop.should_stop(losses, particles):
+                            stop_reason = "converged" if isinstance(early_stop, Converged) else "early_stop"
                         elif step < num_steps and schedule.out_of_time():
                             stop_reason = "time_budget"
                         if checkpoint is not None and step % checkpoint_every == 0:

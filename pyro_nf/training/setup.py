@@ -24,7 +24,7 @@ from pyro.poutine.util import site_is_subsample
 
 from pyro_nf._sites import is_enumerated, is_latent
 from pyro_nf._util import check_positive_int, isolated_rng
-from pyro_nf.training.errors import FitInputError
+from pyro_nf.training.errors import FitInputError, is_divergence_error
 
 #: Loss names accepted by ``fit(loss=...)`` as strings.
 LOSSES: dict[str, type[ELBO]] = {
@@ -359,3 +359,48 @@ def check_fit_options(*, num_particles: Any, seed: Any) -> None:
     check_positive_int("num_particles", num_particles)
     if seed is not None:
         check_positive_int("seed", seed, minimum=0)
+
+
+def vectorization_problem(elbo: ELBO, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> str:
+    """Why ``elbo``'s vectorised particles do not work for ``model`` ('' if they do): the first line of
+    the error the loss raises, or a site whose log-density gains a dimension left of the particle plate
+    (a model that broadcasts instead of failing, e.g. ``x @ w.unsqueeze(-1)`` with ``w`` of shape
+    ``(K, 1, D)``: its particles would be mixed, a wrong ELBO that Pyro does not detect)."""
+    try:
+        with isolated_rng(), torch.no_grad():
+            elbo.loss(model, guide, *args, **kwargs)
+            guide_trace = poutine.trace(elbo._vectorized_num_particles(guide)).get_trace(*args, **kwargs)
+            replayed = poutine.replay(elbo._vectorized_num_particles(model), trace=guide_trace)
+            model_trace = poutine.trace(replayed).get_trace(*args, **kwargs)
+    except (RuntimeError, ValueError, IndexError, TypeError) as err:
+        if is_divergence_error(err):
+            return ""
+        return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    for name, site in model_trace.nodes.items():
+        if site["type"] == "sample" and not site_is_subsample(site):
+            shape = tuple(site["fn"].batch_shape)
+            if len(shape) > elbo.max_plate_nesting:
+                return (
+                    f"site {name!r} has batch shape {shape} with {elbo.num_particles} particles: a dimension "
+                    "left of the particle plate, so draws of different particles are combined"
+                )
+    return ""
+
+
+def initialise(
+    init: str | None, model: Callable, guide: Any, model_trace: Any, args: tuple, kwargs: dict, fresh: bool
+) -> str:
+    """Run the guide's Laplace start on its first fit (see ``fit(init=)``); return the note."""
+    if init not in ("laplace", None):
+        raise ValueError(f"init must be 'laplace' or None; got {init!r}")
+    if init is None:
+        return "own start (init=None)"
+    if getattr(guide, "_pyro_nf_started", False) or not fresh:
+        return "continued (the guide was fitted before, or resumed)"
+    method = getattr(guide, "init_to_laplace", None)
+    if uses_enumeration(model_trace) or not callable(method):
+        note = "own start (enumerated discrete sites)" if callable(method) else "own start (no Laplace start)"
+    else:
+        note = method(*args, **kwargs)
+    guide._pyro_nf_started = True
+    return note
