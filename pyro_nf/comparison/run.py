@@ -20,7 +20,6 @@ import pyro
 from tqdm.auto import tqdm
 
 from pyro_nf.comparison.pipeline import fit_and_evaluate
-from pyro_nf.comparison.reparam import model_sites, reparametrize
 from pyro_nf.comparison.reference import (
     Reference,
     _aggregate,
@@ -28,6 +27,7 @@ from pyro_nf.comparison.reference import (
     reference_errors,
     wasserstein_unconstrained,
 )
+from pyro_nf.comparison.reparam import model_sites, reparametrize
 from pyro_nf.comparison.result import Comparison
 from pyro_nf.guides.registry import GUIDES
 from pyro_nf.training.loop import DEFAULT_NUM_STEPS as FIT_DEFAULT_NUM_STEPS
