@@ -95,7 +95,9 @@ def interpret(table: pd.DataFrame, errors: pd.DataFrame | None = None) -> list[s
     Returns:
         Between one and six sentences.
     """
-    guides = list(table.index)
+    verdicts = table["verdict"] if "verdict" in table else pd.Series("", index=table.index)
+    diverged = [g for g in table.index if verdicts[g] == "diverged"]
+    guides = [g for g in table.index if g not in diverged]
     base = next((g for g in BASELINES if g in guides), guides[0])
     others = [g for g in guides if g != base and g not in BASELINES] or [g for g in guides if g != base]
     k = table["khat"].astype(float)
@@ -114,6 +116,10 @@ def interpret(table: pd.DataFrame, errors: pd.DataFrame | None = None) -> list[s
         )
     else:
         out.append(f"{base}'s k-hat {kb:.2f} < 0.5: {base} already fits this posterior well.")
+    if diverged:
+        out.append(
+            f"Diverged (the divergence guard gave up; no draws, not plotted): {', '.join(diverged)}."
+        )
     if not others:
         return out
     best = min(

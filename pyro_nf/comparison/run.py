@@ -30,6 +30,7 @@ from pyro_nf.comparison.reference import (
 from pyro_nf.comparison.reparam import model_sites, reparametrize
 from pyro_nf.comparison.result import Comparison
 from pyro_nf.guides.registry import GUIDES
+from pyro_nf.training.errors import FitDivergedError
 from pyro_nf.training.loop import DEFAULT_NUM_STEPS as FIT_DEFAULT_NUM_STEPS
 from pyro_nf.training.loop import fit
 
@@ -79,6 +80,12 @@ def _check_guides(guides: Sequence[str], guide_kwargs: Mapping[str, Any]) -> lis
     if stray:
         raise ValueError(f"guide_kwargs names guide(s) not being compared: {sorted(stray)}")
     return names
+
+
+def _diverged_row(name: str, err: FitDivergedError) -> dict[str, Any]:
+    """The table row of a guide whose fit the divergence guard abandoned: no draws, no metrics."""
+    nan = float("nan")
+    return {"guide": name, "elbo": nan, "iwelbo": nan, "khat": nan, "verdict": "diverged", "ess": nan}
 
 
 def _as_reference(
@@ -180,17 +187,23 @@ def compare(
         if progress:
             tqdm.write(f"[{i + 1}/{len(names)}] {name}")
         with pyro.get_param_store().scope():
-            out = fit_and_evaluate(
-                fit_model,
-                name,
-                *args,
-                seed=seed,
-                guide_kwargs=guide_kwargs.get(name, {}),
-                fit_kwargs=fit_opts,
-                num_samples=num_samples,
-                diagnose_samples=diagnose_samples,
-                **model_kwargs,
-            )
+            try:
+                out = fit_and_evaluate(
+                    fit_model,
+                    name,
+                    *args,
+                    seed=seed,
+                    guide_kwargs=guide_kwargs.get(name, {}),
+                    fit_kwargs=fit_opts,
+                    num_samples=num_samples,
+                    diagnose_samples=diagnose_samples,
+                    **model_kwargs,
+                )
+            except FitDivergedError as err:  # no draws from an abandoned fit: a row that says so
+                rows.append(_diverged_row(name, err))
+                if progress:
+                    tqdm.write(f"{name}: diverged, left out of the draws and plots ({err})")
+                continue
         guide, result, idata, diag = out.guide, out.fit, out.idata, out.diagnosis
         if reparam is not None:  # report the model's own sites, not the auxiliary ones the guide fitted
             post = idata.posterior
@@ -217,6 +230,14 @@ def compare(
         rows.append(row)
         idatas[name], fits[name], diags[name] = idata, result, diag
 
+    if not idatas:
+        raise FitDivergedError(
+            f"every guide's fit diverged ({', '.join(names)}); try a smaller lr in fit_kwargs",
+            step=-1,
+            lr=float("nan"),
+            sites=[],
+            params=[],
+        )
     table = pd.DataFrame(rows).set_index("guide")
     error_table = (
         pd.concat(errors, ignore_index=True)[["guide", "parameter", "mean_error", "sd_ratio", "iqr_ratio"]]

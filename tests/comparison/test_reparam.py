@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -57,3 +59,26 @@ def test_compare_noncentred_fixes_mean_field_on_centred_eight_schools_and_report
 
     # measured: 0.10 as written (the funnel's neck is lost), 0.82 non-centred (1500 steps)
     assert tau_sd(as_written) < 0.3 < 0.6 < tau_sd(noncentred)
+
+
+def test_a_guide_whose_fit_diverges_is_a_row_of_the_report_without_draws(monkeypatch, tmp_path):
+    from pyro_nf.comparison import run
+    from pyro_nf.training.errors import FitDivergedError
+
+    real = run.fit_and_evaluate
+
+    def diverging_iaf(model, name, *args, **kwargs):
+        if name == "iaf":
+            raise FitDivergedError("step 3: loss nan", step=3, lr=0.01, sites=["v"], params=[])
+        return real(model, name, *args, **kwargs)
+
+    monkeypatch.setattr(run, "fit_and_evaluate", diverging_iaf)
+    ex = get_example("funnel")
+    opts = dict(reference=ex, fit_kwargs={"num_steps": 30}, num_samples=100, diagnose_samples=100)
+    c = compare(ex.model, guides=["meanfield", "iaf"], progress=False, **opts, **ex.data)
+    assert c.table.loc["iaf", "verdict"] == "diverged" and math.isnan(c.table.loc["iaf", "khat"])
+    assert set(c.idata) == {"meanfield"} and set(c.fits) == {"meanfield"}
+    report = c.save(tmp_path / "report")
+    assert "diverged" in (report / "report.md").read_text() if report.is_dir() else report.read_text()
+    with pytest.raises(FitDivergedError, match="every guide's fit diverged"):
+        compare(ex.model, guides=["iaf"], progress=False, **opts, **ex.data)
