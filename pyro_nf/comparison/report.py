@@ -117,9 +117,7 @@ def interpret(table: pd.DataFrame, errors: pd.DataFrame | None = None) -> list[s
     else:
         out.append(f"{base}'s k-hat {kb:.2f} < 0.5: {base} already fits this posterior well.")
     if diverged:
-        out.append(
-            f"Diverged (the divergence guard gave up; no draws, not plotted): {', '.join(diverged)}."
-        )
+        out.append(f"Diverged (the divergence guard gave up; no draws, not plotted): {', '.join(diverged)}.")
     if not others:
         return out
     best = min(
