@@ -29,7 +29,7 @@ def constrained(y: torch.Tensor) -> None:
     p = pyro.sample("p", dist.Beta(2.0, 3.0))
     with pyro.plate("groups", 4):
         theta = pyro.sample("theta", dist.Normal(mu, tau))
-    loc = theta[..., :1] + w[..., :1] * p.unsqueeze(-1)
+    loc = theta[..., :1] + w[..., 0] * p  # (1,), or (K, 1) under K vectorised particles
     with pyro.plate("data", N_OBS, subsample_size=BATCH) as idx:
         pyro.sample("y", dist.Normal(loc, 1.0), obs=y[idx])
 
