@@ -30,7 +30,7 @@ from pyro.optim import PyroOptim
 from pyro.optim.lr_scheduler import PyroLRScheduler
 
 from pyro_nf._util import capture_rng_state, isolated_rng
-from pyro_nf.training import setup
+from pyro_nf.training import replay, setup
 from pyro_nf.training._fused_optim import fused_step
 from pyro_nf.training.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -305,6 +305,8 @@ def fit(
     loss_and_grads = fast_loss_and_grads
     if fast_elbo is not None:  # the same loss and gradient averaging over ranks as SVI gets
         loss_and_grads = fast_loss_and_grads if group is None else group.synced(fast_loss_and_grads, params)
+        if group is None and num_steps >= replay.MIN_STEPS:  # long fits: record the step once, replay it
+            loss_and_grads = replay.ReplayedGradient(fast_elbo, param_list)
         evaluate_loss = fast_evaluate_loss if group is None else group.synced(fast_evaluate_loss)
 
     def step_fn() -> float:
