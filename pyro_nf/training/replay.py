@@ -15,16 +15,16 @@ is consumed exactly as before; this is checked at set-up (see below), never assu
 The recording is used only where it is sound, otherwise the eager step runs, and
 :attr:`ReplayedGradient.reason` says why:
 
-- the traced graph must not read a tensor's value into Python (``.item()``, ``bool(t)``): that
-  would bake a data-dependent branch into the graph;
-- after tracing, one eager step and one replayed step are run from the same RNG state (Python,
-  NumPy and torch, then restored) and must give bit-identical losses and gradients: a model that
-  draws from NumPy or Python's ``random`` inside, or whose operations differ between runs, fails
-  this check;
+- the step must not read a tensor's value into Python (``.item()``, ``bool(t)``): that would
+  bake a data-dependent branch into the graph (``make_fx`` refuses it);
+- after tracing, one eager step and one replayed step are run from the same torch RNG state and
+  must give bit-identical losses and gradients; Python's and NumPy's generators are not reset in
+  between, so a model that draws from them (values the trace froze) fails this check, as does one
+  whose operations differ between runs (all generators are restored afterwards);
 - no constant of the graph may be a parameter or a value computed from one before the step (it
   would not follow the parameters' updates);
-- steps of more than :data:`MAX_NODES` operations (counted on the reference step, before
-  tracing; e.g. MAF's :math:`D` sequential passes at large :math:`D`) are not replayed: their
+- steps of more than about :data:`MAX_NODES` operations (twice the forward pass's, counted
+  before tracing; e.g. MAF's :math:`D` sequential passes at large :math:`D`) are not replayed: their
   tracing would cost more than the fit saves.
 
 The graph is traced again when the guide's sticking-the-landing flag changes (``fit(stl_after=)``),
@@ -67,7 +67,7 @@ __all__ = ["MAX_NODES", "MIN_STEPS", "ReplayedGradient"]
 #: :func:`pyro_nf.fit` replays fits of at least this many remaining steps (tracing pays back).
 MIN_STEPS: int = 1000
 #: Graphs with more operations than this run eagerly (tracing and code generation grow with them).
-MAX_NODES: int = 20_000
+MAX_NODES: int = 5_000
 
 #: ATen operations that read a tensor's value into Python: a branch on it would be frozen.
 _VALUE_READS = ("_local_scalar_dense", "aten.item", "is_nonzero", "equal.default")
@@ -83,6 +83,19 @@ class _CountOps(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         self.count += 1
         return func(*args, **(kwargs or {}))
+
+
+def _torch_rng_state() -> tuple:
+    cuda = (
+        torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    )
+    return torch.get_rng_state(), cuda
+
+
+def _set_torch_rng_state(state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state_all(state[1])
 
 
 def _default_key(fast: Any) -> Hashable:
@@ -132,15 +145,23 @@ class ReplayedGradient:
             loss, grads = self._eager()
             return (loss, *grads)
 
+        with isolated_rng():
+            return self._trace_and_check(joint)
+
+    def _trace_and_check(self, joint: Callable[..., tuple]) -> tuple[torch.fx.GraphModule | None, str]:
+        """Count, trace, then compare one eager and one replayed step from the same *torch* RNG
+        state; Python's and NumPy's generators run on between the trace and the reference, so
+        draws from them (frozen into the graph) show up as a difference."""
+        start = _torch_rng_state()
         counter = _CountOps()
-        with isolated_rng(), counter:  # the reference step, and the size of its graph
-            reference = joint()
-        if counter.count > MAX_NODES:
-            return None, f"{counter.count} operations per step (> MAX_NODES = {MAX_NODES})"
+        with counter, torch.no_grad():
+            self.fast.differentiable_loss()  # the size of the forward pass (backward: about as many)
+        if 2 * counter.count > MAX_NODES:
+            return None, f"about {2 * counter.count} operations per step (> MAX_NODES = {MAX_NODES})"
+        _set_torch_rng_state(start)
         try:
-            with isolated_rng():
-                graph = make_fx(joint, tracing_mode="real")(*self.params)
-        except Exception as err:  # anything make_fx cannot record: run eagerly
+            graph = make_fx(joint, tracing_mode="real")(*self.params)
+        except Exception as err:  # anything make_fx cannot record (e.g. a read of a value): run eagerly
             return None, f"not traceable ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
         nodes = list(graph.graph.nodes)
         reads = sorted({str(n.target) for n in nodes if any(r in str(n.target) for r in _VALUE_READS)})
@@ -153,7 +174,10 @@ class ReplayedGradient:
                 const.requires_grad or const.untyped_storage().data_ptr() in owned
             ):
                 return None, f"a parameter-derived value is computed outside the step ({node.target})"
-        with isolated_rng(), torch.no_grad():
+        _set_torch_rng_state(start)
+        reference = joint()
+        _set_torch_rng_state(start)
+        with torch.no_grad():
             replayed = graph(*self.params)
         for a, b in zip(reference, replayed, strict=True):
             if (a is None) != (b is None) or (a is not None and not torch.equal(a, b)):
