@@ -12,6 +12,11 @@ connections, ``H = max(2D, 32)``; Pyro's MADE needs ``H >= D``, so D <= 512 only
 - ``fit`` = ``pyro_nf.fit(model, AutoIAF(..., skip_connections=False), num_steps=n)``: its
   *marginal* cost per step, ``(wall(n0 + S) - wall(n0)) / S`` of two fits of one guide (set-up,
   the fast-path plan and the guard's first snapshot cancel); path = the path ``fit`` reported.
+  Both fits replay the recorded step (:mod:`pyro_nf.training.replay`, which ``fit`` uses from
+  ``MIN_STEPS`` = 1000 steps on; ``--replay-min-steps`` sets it here, default 0 so that the short
+  differenced fits do what a long fit does); ``trace s`` = seconds the trace and its check took
+  (once per fit; subtracted from each fit's wall time, so excluded from the marginal cost);
+  ``fit no-replay`` = the eager fast path.
 - ``fit Trace_ELBO`` = the same with ``fast=False`` (Pyro's ``SVI`` inside ``fit``).
 - ``AutoIAFNormal`` = ``SVI(model, AutoIAFNormal(hidden_dim=[H, H], num_transforms=2), Adam,
   Trace_ELBO())``, ``svi.step()`` timed directly; ``AutoNormal`` likewise.
@@ -57,10 +62,25 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoIAFNormal, AutoNormal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pyro_nf
 import eager_loop  # noqa: E402
 
 import pyro_nf  # noqa: E402
 from pyro_nf.guides.registry import available_guides, make_guide  # noqa: E402
+from pyro_nf.training import replay  # noqa: E402
+
+
+class _Recorded(replay.ReplayedGradient):
+    """fit()'s replayed step, remembered so the benchmark can report its trace time."""
+
+    last: replay.ReplayedGradient | None = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _Recorded.last = self
+
+
+replay.ReplayedGradient = _Recorded
 
 NUM_OBS = 5
 
@@ -102,17 +122,40 @@ def width(dim: int) -> int:
 
 # -- timed things: each a callable running `n` steps ------------------------------------------
 class FitRunner:
-    """Marginal ms/step of ``pyro_nf.fit`` on one guide: two fits, n0 and n0 + S steps."""
+    """Marginal ms/step of ``pyro_nf.fit`` on one guide: two fits, n0 and n0 + S steps.
 
-    def __init__(self, model, guide, n0: int = 2, **options) -> None:
+    ``replay_min_steps``: ``pyro_nf.training.replay.MIN_STEPS`` during these fits (default: as set by
+    ``--replay-min-steps``; 0: the short
+    differenced fits replay their step as a long fit does; the trace cancels in the difference and
+    is reported separately as ``trace_s``; a huge value: the eager fast path)."""
+
+    def __init__(self, model, guide, n0: int = 2, replay_min_steps: int | None = None, **options) -> None:
         self.model, self.guide, self.n0, self.options = model, guide, n0, options
-        result = pyro_nf.fit(model, guide, num_steps=n0, progress=False, **options)
+        self.replay_min_steps = replay_min_steps
+        self.trace_s, self.replay_reason = float("nan"), ""
+        result = self._fit(n0)[0]
         self.path, self.reason = result.path, result.path_reason
 
+    def _fit(self, n: int) -> tuple:
+        """One fit of ``n`` steps: (result, wall seconds less the trace's)."""
+        saved = replay.MIN_STEPS
+        if self.replay_min_steps is not None:
+            replay.MIN_STEPS = self.replay_min_steps
+        _Recorded.last = None
+        try:
+            result = pyro_nf.fit(self.model, self.guide, num_steps=n, progress=False, **self.options)
+        finally:
+            replay.MIN_STEPS = saved
+        trace = 0.0
+        if _Recorded.last is not None:
+            trace = _Recorded.last.trace_seconds
+            self.trace_s, self.replay_reason = trace, _Recorded.last.reason
+        return result, result.wall_seconds - trace
+
     def __call__(self, steps: int) -> float:
-        a = pyro_nf.fit(self.model, self.guide, num_steps=self.n0, progress=False, **self.options)
-        b = pyro_nf.fit(self.model, self.guide, num_steps=self.n0 + steps, progress=False, **self.options)
-        return (b.wall_seconds - a.wall_seconds) / steps * 1e3
+        a = self._fit(self.n0)[1]
+        b = self._fit(self.n0 + steps)[1]
+        return (b - a) / steps * 1e3
 
 
 class StepRunner:
@@ -209,10 +252,10 @@ def table_iaf(dims: list[int], args) -> None:
     has_numpyro = importlib.util.find_spec("numpyro") is not None
     print(f"NumPyro installed: {has_numpyro}" + ("" if has_numpyro else " (its column is skipped)"))
     print(
-        "\n| D | H | fit ms | path | fit Trace_ELBO ms | AutoIAFNormal ms | AutoNormal ms | eager ms "
-        "| fit/AutoIAFNormal | fit/eager | fit K=16 / K=1 |"
+        "\n| D | H | fit ms | path | trace s | fit no-replay ms | fit Trace_ELBO ms | AutoIAFNormal ms "
+        "| AutoNormal ms | eager ms | fit/AutoIAFNormal | fit/eager | no-replay/eager | fit K=16 / K=1 |"
     )
-    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for dim in dims:
         if width(dim) > 512:
             continue
@@ -225,7 +268,9 @@ def table_iaf(dims: list[int], args) -> None:
             return pyro_nf.AutoIAF(model, num_flows=2, hidden_dims=hid, skip_connections=False)
 
         runners = {
-            "fit": FitRunner(model, iaf(), **PLAIN),
+            # --quick replays only here (tracing every guide's fits would triple the smoke run)
+            "fit": FitRunner(model, iaf(), replay_min_steps=0 if args.quick else None, **PLAIN),
+            "no_replay": FitRunner(model, iaf(), replay_min_steps=10**9, **PLAIN),
             "fit_slow": FitRunner(model, iaf(), fast=False, **PLAIN),
             "pyro_iaf": svi_runner(model, AutoIAFNormal(model, hidden_dim=list(hid), num_transforms=2)),
             "pyro_normal": svi_runner(model, AutoNormal(model)),
@@ -237,9 +282,11 @@ def table_iaf(dims: list[int], args) -> None:
         k16 = fmt(ratio(runs, "fit16", "fit")) if "fit16" in runs else ""
         print(
             f"| {dim} | {hid[0]} | {fmt(med(runs, 'fit'))} | {runners['fit'].path} | "
+            f"{fmt(runners['fit'].trace_s)} | {fmt(med(runs, 'no_replay'))} | "
             f"{fmt(med(runs, 'fit_slow'))} | {fmt(med(runs, 'pyro_iaf'))} | "
             f"{fmt(med(runs, 'pyro_normal'))} | {fmt(med(runs, 'eager'))} | "
-            f"{ratio(runs, 'fit', 'pyro_iaf'):.3f} | {ratio(runs, 'fit', 'eager'):.3f} | {k16} |",
+            f"{ratio(runs, 'fit', 'pyro_iaf'):.3f} | {ratio(runs, 'fit', 'eager'):.3f} | "
+            f"{ratio(runs, 'no_replay', 'eager'):.3f} | {k16} |",
             flush=True,
         )
 
@@ -397,19 +444,34 @@ def main() -> int:
     p.add_argument("--tables", default="1,2,3,4")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory columns")
     p.add_argument(
+        "--replay-min-steps",
+        type=int,
+        default=0,
+        help="pyro_nf.training.replay.MIN_STEPS for the timed fits (fit() itself: 1000)",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: D=2, 1 round x 1 step, logistic N=1000, MAF at D=4, no memory",
+        help="smoke run: D=2, 1 round x 1 step, logistic N=1000, MAF at D=4, no memory, replay in table 1",
     )
     p.add_argument("--child", help=argparse.SUPPRESS)
     if p.parse_known_args()[0].quick:
-        p.set_defaults(dims="2", rounds=1, steps=1, logistic_n="1000", maf_dims="4", no_memory=True)
+        p.set_defaults(
+            dims="2",
+            rounds=1,
+            steps=1,
+            logistic_n="1000",
+            maf_dims="4",
+            no_memory=True,
+            replay_min_steps=10**9,
+        )
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     if args.child:
         child(json.loads(args.child))
         return 0
     torch.set_num_threads(args.threads)
+    replay.MIN_STEPS = args.replay_min_steps
     pyro.enable_validation(True)  # Pyro's default: what a user's SVI runs with
     dims = [int(d) for d in args.dims.split(",")]
     print(
