@@ -199,7 +199,9 @@ def fit(
             otherwise (enumeration, latent sites local to subsampled plates, dynamic structure, a
             ``loss`` given, an unsupported guide, ``vectorize_particles=False``); ``True`` requires
             it (``ValueError`` naming why not); ``False`` always uses ``SVI``. ``FitResult.path`` /
-            ``path_reason`` and the progress output say which ran and why.
+            ``path_reason`` and the progress output say which ran and why. Fits of at least 1000
+            steps on one process record the fast step's operations once and replay them
+            (:mod:`pyro_nf.training.replay`: the same losses and updates, bit for bit, checked).
         distributed: data-parallel SVI (:mod:`pyro_nf.training.distributed`; each rank passes its
             shard of the data): ``None`` turns it on in a process group of several processes, ``True``
             or a :class:`~pyro_nf.training.distributed.DataParallel` asks for it (any rank's callback
@@ -305,7 +307,7 @@ def fit(
     loss_and_grads = fast_loss_and_grads
     if fast_elbo is not None:  # the same loss and gradient averaging over ranks as SVI gets
         loss_and_grads = fast_loss_and_grads if group is None else group.synced(fast_loss_and_grads, params)
-        if group is None and num_steps >= replay.MIN_STEPS:  # long fits: record the step once, replay it
+        if group is None and replay.worthwhile(num_steps, time_budget):  # record the step once, replay it
             loss_and_grads = replay.ReplayedGradient(fast_elbo, param_list)
         evaluate_loss = fast_evaluate_loss if group is None else group.synced(fast_evaluate_loss)
 

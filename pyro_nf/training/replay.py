@@ -29,8 +29,9 @@ The recording is used only where it is sound, otherwise the eager step runs, and
 
 The graph is traced again when the guide's sticking-the-landing flag changes (``fit(stl_after=)``),
 the only structural change a fit makes mid-way. Tracing costs a few hundred eager steps' worth of
-time, so :func:`pyro_nf.fit` replays only fits of at least :data:`MIN_STEPS` steps on one process
-(data-parallel fits and short fits run eagerly).
+time, so :func:`pyro_nf.fit` replays only fits of at least :data:`MIN_STEPS` steps (and
+:data:`MIN_BUDGET` seconds, under a time budget) on one process (:func:`worthwhile`); data-parallel
+and short fits run eagerly.
 
 Example:
     >>> import pyro, pyro.distributions as dist, torch
@@ -62,10 +63,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyro_nf._util import isolated_rng
 
-__all__ = ["MAX_NODES", "MIN_STEPS", "ReplayedGradient"]
+__all__ = ["MAX_NODES", "MIN_BUDGET", "MIN_STEPS", "ReplayedGradient", "worthwhile"]
 
 #: :func:`pyro_nf.fit` replays fits of at least this many remaining steps (tracing pays back).
 MIN_STEPS: int = 1000
+#: ... and, under a ``time_budget``, a budget of at least this many seconds.
+MIN_BUDGET: float = 30.0
 #: Graphs with more operations than this run eagerly (tracing and code generation grow with them).
 MAX_NODES: int = 5_000
 
@@ -83,6 +86,13 @@ class _CountOps(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         self.count += 1
         return func(*args, **(kwargs or {}))
+
+
+def worthwhile(num_steps: int, time_budget: float | None) -> bool:
+    """Whether a fit of ``num_steps`` steps (under ``time_budget`` seconds, if set) replays its step:
+    at least :data:`MIN_STEPS` steps and :data:`MIN_BUDGET` seconds, so that tracing (a few hundred
+    eager steps' time) pays back."""
+    return num_steps >= MIN_STEPS and (time_budget is None or time_budget >= MIN_BUDGET)
 
 
 def _torch_rng_state() -> tuple:
