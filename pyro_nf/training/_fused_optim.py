@@ -61,6 +61,10 @@ def _fusable(optim: PyroOptim, params: list[torch.Tensor]) -> list[torch.optim.A
     return opts
 
 
+#: the smallest normal float32: a floor below it would itself be slow and is not used
+_MIN_NORMAL = 1.1754943508222875e-38
+
+
 class _FlatAdam:
     """The Adam moments of a fixed list of parameters in two flat buffers (the per-parameter
     optimizers' ``exp_avg`` / ``exp_avg_sq`` / ``step`` state entries become views of them), so one
@@ -69,6 +73,14 @@ class _FlatAdam:
     Adam is elementwise, so this is the same arithmetic, element by element, as
     ``torch.optim.adam``'s ``foreach`` update (``lerp_``, ``mul_``, ``addcmul_``, ``sqrt``,
     ``div_``, ``add_``, ``addcdiv_`` with the same scalars): bit-identical parameters.
+
+    One exact shortcut: ``sqrt`` of exact zeros is about 4x slower than of other values on some
+    CPUs, and a MADE's masked weights keep ``exp_avg_sq`` at zero forever (two thirds of the entries
+    at D = 100). The second moment is floored at :math:`f = (\epsilon\, 2^{-26} b)^2` before the
+    root, with :math:`b = \sqrt{1 - \beta_2^t}`: for any :math:`v < f` (zeros included) both
+    :math:`\sqrt v / b` and :math:`\sqrt f / b` are below :math:`\epsilon\, 2^{-25}`, less than
+    half a unit in the last place of :math:`\epsilon`, so :math:`\sqrt v / b + \epsilon` rounds
+    to :math:`\epsilon` either way: the denominator, and the update, are unchanged bit for bit.
     """
 
     def __init__(self, params: list[torch.Tensor], opts: list[torch.optim.Adam]) -> None:
@@ -122,8 +134,14 @@ class _FlatAdam:
             bias_correction1 = 1 - beta1**step
             bias_correction2 = 1 - beta2**step
             step_size = (lr / bias_correction1) * -1
-            torch.sqrt(self.sq, out=self.denom)
-            self.denom.div_(bias_correction2**0.5)
+            bc2_sqrt = bias_correction2**0.5
+            floor = (eps * 2.0**-26 * bc2_sqrt) ** 2  # see _sqrt_floor
+            if floor >= _MIN_NORMAL:
+                torch.clamp_min(self.sq, floor, out=self.denom)
+                self.denom.sqrt_()
+            else:
+                torch.sqrt(self.sq, out=self.denom)
+            self.denom.div_(bc2_sqrt)
             self.denom.add_(eps)
             torch._foreach_addcdiv_(self.params, self.avg_views, self.denom_views, step_size)
         return True

@@ -114,7 +114,7 @@ def test_replay_refuses_a_branch_on_a_tensor_value():
     assert not step.replaying and "_local_scalar_dense" in step.reason
 
 
-def test_flat_adam_state_is_views_and_survives_a_moment_reset():
+def test_flat_adam_is_bit_identical_with_zero_and_tiny_gradients_and_survives_a_reset():
     from pyro_nf.training._fused_optim import fused_step
 
     def run(fused: bool) -> list[torch.Tensor]:
@@ -122,9 +122,11 @@ def test_flat_adam_state_is_views_and_survives_a_moment_reset():
         ps = [torch.nn.Parameter(torch.randn(s)) for s in [(3,), (17, 5), (1,), (33,)]]
         optim = pyro.optim.Adam({"lr": 0.05, "betas": (0.8, 0.99)})
         gen = torch.Generator().manual_seed(1)
+        masks = [torch.rand(p.shape, generator=gen) < 0.5 for p in ps]  # zero gradients, as MADE's masks give
         for i in range(9):
-            for p in ps:
-                p.grad = torch.randn(p.shape, generator=gen) * 10.0 ** (i - 4)
+            for p, mask in zip(ps, masks, strict=True):
+                size = 10.0 ** torch.randint(-30, 3, p.shape, generator=gen)  # tiny squares underflow
+                p.grad = torch.where(mask, torch.randn(p.shape, generator=gen) * size, torch.zeros(()))
             fused_step(optim, ps) if fused else optim(ps)
             if fused and i == 3:
                 flat = optim._pyro_nf_flat
