@@ -24,11 +24,13 @@ connections, ``H = max(2D, 32)``; Pyro's MADE needs ``H >= D``, so D <= 512 only
 - ``fit K=16`` (at D = 100): 16 particles, vectorised.
 
 Table 2, every registered guide at its defaults (the width cap ``min(max(2D, 32), 512)`` for IAF /
-MAF) through ``fit()``: marginal ms/step; where one step takes over ``--slow`` seconds (MAF at
+MAF) through ``fit()`` with its recipe switched off (``PLAIN``: one particle, no STL switch, as the
+eager loop; with fit()'s defaults the differenced 1- and 3-step fits switch to STL mid-way and
+time IAF's D-pass inverse): marginal ms/step; where one step takes over ``--slow`` seconds (MAF at
 large D: sampling is D sequential passes per layer) one timed step of a 1-step fit (set-up
 included) instead; AutoIAF also against the eager loop of its own architecture (4 layers, skip
 connections). ``peak MB`` / ``+MB``: a fresh subprocess imports, resets the kernel's high-water
-mark, then builds the guide and runs ``fit(num_steps=2)``; ``+MB`` is the growth of ``VmHWM`` over
+mark, then builds the guide and runs ``fit(num_steps=2)`` (fit()'s defaults); ``+MB`` is the growth of ``VmHWM`` over
 the pre-guide resident set. MAF at D >= 5000 is not run (its D-pass sampling would take hours
 here): its row says so, with the per-pass cost measured.
 
@@ -311,7 +313,7 @@ def table_guides(dims: list[int], args) -> None:
                 continue
             guide = make_guide(name, model)
             t0 = time.perf_counter()
-            first = FitRunner(model, guide, n0=1)
+            first = FitRunner(model, guide, n0=1, **PLAIN)  # one particle, as the eager loop
             first_s = time.perf_counter() - t0
             runners = {"fit": first}
             if name == "iaf":
