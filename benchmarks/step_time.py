@@ -30,8 +30,8 @@ time IAF's D-pass inverse): marginal ms/step; where one step takes over ``--slow
 large D: sampling is D sequential passes per layer) one timed step of a 1-step fit (set-up
 included) instead; AutoIAF also against the eager loop of its own architecture (4 layers, skip
 connections). ``peak MB`` / ``+MB``: a fresh subprocess imports, resets the kernel's high-water
-mark, then builds the guide and runs ``fit(num_steps=2)`` (fit()'s defaults); ``+MB`` is the growth of ``VmHWM`` over
-the pre-guide resident set. MAF at D >= 5000 is not run (its D-pass sampling would take hours
+mark, then builds the guide and runs ``fit(num_steps=2)`` (fit()'s defaults); ``+MB`` is the growth of
+``VmHWM`` over the pre-guide resident set. MAF at D >= 5000 is not run (its D-pass sampling would take hours
 here): its row says so, with the per-pass cost measured.
 
 Table 3, logistic regression ``w ~ N(0, 1)^10``, ``y_n ~ Bernoulli(sigmoid(x_n . w))``, N in
