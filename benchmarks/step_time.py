@@ -12,6 +12,11 @@ connections, ``H = max(2D, 32)``; Pyro's MADE needs ``H >= D``, so D <= 512 only
 - ``fit`` = ``pyro_nf.fit(model, AutoIAF(..., skip_connections=False), num_steps=n)``: its
   *marginal* cost per step, ``(wall(n0 + S) - wall(n0)) / S`` of two fits of one guide (set-up,
   the fast-path plan and the guard's first snapshot cancel); path = the path ``fit`` reported.
+  Both fits replay the recorded step (:mod:`pyro_nf.training.replay`, which ``fit`` uses from
+  ``MIN_STEPS`` = 1000 steps on; ``--replay-min-steps`` sets it here, default 0 so that the short
+  differenced fits do what a long fit does); ``trace s`` = seconds the trace and its check took
+  (once per fit; subtracted from each fit's wall time, so excluded from the marginal cost);
+  ``fit no-replay`` = the eager fast path.
 - ``fit Trace_ELBO`` = the same with ``fast=False`` (Pyro's ``SVI`` inside ``fit``).
 - ``AutoIAFNormal`` = ``SVI(model, AutoIAFNormal(hidden_dim=[H, H], num_transforms=2), Adam,
   Trace_ELBO())``, ``svi.step()`` timed directly; ``AutoNormal`` likewise.
@@ -19,12 +24,14 @@ connections, ``H = max(2D, 32)``; Pyro's MADE needs ``H >= D``, so D <= 512 only
 - ``fit K=16`` (at D = 100): 16 particles, vectorised.
 
 Table 2, every registered guide at its defaults (the width cap ``min(max(2D, 32), 512)`` for IAF /
-MAF) through ``fit()``: marginal ms/step; where one step takes over ``--slow`` seconds (MAF at
+MAF) through ``fit()`` with its recipe switched off (``PLAIN``: one particle, no STL switch, as the
+eager loop; with fit()'s defaults the differenced 1- and 3-step fits switch to STL mid-way and
+time IAF's D-pass inverse): marginal ms/step; where one step takes over ``--slow`` seconds (MAF at
 large D: sampling is D sequential passes per layer) one timed step of a 1-step fit (set-up
 included) instead; AutoIAF also against the eager loop of its own architecture (4 layers, skip
 connections). ``peak MB`` / ``+MB``: a fresh subprocess imports, resets the kernel's high-water
-mark, then builds the guide and runs ``fit(num_steps=2)``; ``+MB`` is the growth of ``VmHWM`` over
-the pre-guide resident set. MAF at D >= 5000 is not run (its D-pass sampling would take hours
+mark, then builds the guide and runs ``fit(num_steps=2)`` (fit()'s defaults); ``+MB`` is the growth of
+``VmHWM`` over the pre-guide resident set. MAF at D >= 5000 is not run (its D-pass sampling would take hours
 here): its row says so, with the per-pass cost measured.
 
 Table 3, logistic regression ``w ~ N(0, 1)^10``, ``y_n ~ Bernoulli(sigmoid(x_n . w))``, N in
@@ -42,25 +49,25 @@ import argparse
 import importlib.util
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoIAFNormal, AutoNormal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's pyro_nf
 import eager_loop  # noqa: E402
+from timing import FitRunner, eager_runner, fmt, interleave, med, ratio, svi_runner  # noqa: E402
 
 import pyro_nf  # noqa: E402
 from pyro_nf.guides.registry import available_guides, make_guide  # noqa: E402
+from pyro_nf.training import replay  # noqa: E402
 
 NUM_OBS = 5
 
@@ -98,67 +105,6 @@ PLAIN = {"num_particles": 1, "lr_decay": None, "stl_after": None, "init": None}
 
 def width(dim: int) -> int:
     return max(2 * dim, 32)
-
-
-# -- timed things: each a callable running `n` steps ------------------------------------------
-class FitRunner:
-    """Marginal ms/step of ``pyro_nf.fit`` on one guide: two fits, n0 and n0 + S steps."""
-
-    def __init__(self, model, guide, n0: int = 2, **options) -> None:
-        self.model, self.guide, self.n0, self.options = model, guide, n0, options
-        result = pyro_nf.fit(model, guide, num_steps=n0, progress=False, **options)
-        self.path, self.reason = result.path, result.path_reason
-
-    def __call__(self, steps: int) -> float:
-        a = pyro_nf.fit(self.model, self.guide, num_steps=self.n0, progress=False, **self.options)
-        b = pyro_nf.fit(self.model, self.guide, num_steps=self.n0 + steps, progress=False, **self.options)
-        return (b.wall_seconds - a.wall_seconds) / steps * 1e3
-
-
-class StepRunner:
-    """ms/step of a step function called directly."""
-
-    def __init__(self, step: Callable[[], object]) -> None:
-        self.step = step
-        step()
-        self.path, self.reason = "", ""
-
-    def __call__(self, steps: int) -> float:
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            self.step()
-        return (time.perf_counter() - t0) / steps * 1e3
-
-
-def svi_runner(model, guide, k: int = 1) -> StepRunner:
-    svi = SVI(
-        model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO(num_particles=k, vectorize_particles=True)
-    )
-    return StepRunner(svi.step)
-
-
-def eager_runner(log_joint, dim: int, hidden, flows: int, skip: bool, k: int = 1) -> StepRunner:
-    return StepRunner(eager_loop.make_step(eager_loop.EagerIAF(dim, hidden, flows, skip), log_joint, k))
-
-
-def interleave(runners: dict[str, Callable[[int], float]], rounds: int, steps: int) -> dict:
-    runs: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            runs[name].append(run(steps))
-    return runs
-
-
-def ratio(runs: dict, a: str, b: str) -> float:
-    return statistics.median(x / y for x, y in zip(runs[a], runs[b], strict=True))
-
-
-def med(runs: dict, a: str) -> float:
-    return statistics.median(runs[a])
-
-
-def fmt(v: float, nd: int = 2) -> str:
-    return "n/a" if v != v else f"{v:.{nd}f}"
 
 
 # -- memory: one guide, two fit steps, in a fresh process -------------------------------------
@@ -209,10 +155,10 @@ def table_iaf(dims: list[int], args) -> None:
     has_numpyro = importlib.util.find_spec("numpyro") is not None
     print(f"NumPyro installed: {has_numpyro}" + ("" if has_numpyro else " (its column is skipped)"))
     print(
-        "\n| D | H | fit ms | path | fit Trace_ELBO ms | AutoIAFNormal ms | AutoNormal ms | eager ms "
-        "| fit/AutoIAFNormal | fit/eager | fit K=16 / K=1 |"
+        "\n| D | H | fit ms | path | trace s | fit no-replay ms | fit Trace_ELBO ms | AutoIAFNormal ms "
+        "| AutoNormal ms | eager ms | fit/AutoIAFNormal | fit/eager | no-replay/eager | fit K=16 / K=1 |"
     )
-    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for dim in dims:
         if width(dim) > 512:
             continue
@@ -225,7 +171,9 @@ def table_iaf(dims: list[int], args) -> None:
             return pyro_nf.AutoIAF(model, num_flows=2, hidden_dims=hid, skip_connections=False)
 
         runners = {
-            "fit": FitRunner(model, iaf(), **PLAIN),
+            # --quick replays only here (tracing every guide's fits would triple the smoke run)
+            "fit": FitRunner(model, iaf(), replay_min_steps=0 if args.quick else None, **PLAIN),
+            "no_replay": FitRunner(model, iaf(), replay_min_steps=10**9, **PLAIN),
             "fit_slow": FitRunner(model, iaf(), fast=False, **PLAIN),
             "pyro_iaf": svi_runner(model, AutoIAFNormal(model, hidden_dim=list(hid), num_transforms=2)),
             "pyro_normal": svi_runner(model, AutoNormal(model)),
@@ -237,9 +185,11 @@ def table_iaf(dims: list[int], args) -> None:
         k16 = fmt(ratio(runs, "fit16", "fit")) if "fit16" in runs else ""
         print(
             f"| {dim} | {hid[0]} | {fmt(med(runs, 'fit'))} | {runners['fit'].path} | "
+            f"{fmt(runners['fit'].trace_s)} | {fmt(med(runs, 'no_replay'))} | "
             f"{fmt(med(runs, 'fit_slow'))} | {fmt(med(runs, 'pyro_iaf'))} | "
             f"{fmt(med(runs, 'pyro_normal'))} | {fmt(med(runs, 'eager'))} | "
-            f"{ratio(runs, 'fit', 'pyro_iaf'):.3f} | {ratio(runs, 'fit', 'eager'):.3f} | {k16} |",
+            f"{ratio(runs, 'fit', 'pyro_iaf'):.3f} | {ratio(runs, 'fit', 'eager'):.3f} | "
+            f"{ratio(runs, 'no_replay', 'eager'):.3f} | {k16} |",
             flush=True,
         )
 
@@ -264,7 +214,7 @@ def table_guides(dims: list[int], args) -> None:
                 continue
             guide = make_guide(name, model)
             t0 = time.perf_counter()
-            first = FitRunner(model, guide, n0=1)
+            first = FitRunner(model, guide, n0=1, **PLAIN)  # one particle, as the eager loop
             first_s = time.perf_counter() - t0
             runners = {"fit": first}
             if name == "iaf":
@@ -397,19 +347,34 @@ def main() -> int:
     p.add_argument("--tables", default="1,2,3,4")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory columns")
     p.add_argument(
+        "--replay-min-steps",
+        type=int,
+        default=0,
+        help="pyro_nf.training.replay.MIN_STEPS for the timed fits (fit() itself: 1000)",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: D=2, 1 round x 1 step, logistic N=1000, MAF at D=4, no memory",
+        help="smoke run: D=2, 1 round x 1 step, logistic N=1000, MAF at D=4, no memory, replay in table 1",
     )
     p.add_argument("--child", help=argparse.SUPPRESS)
     if p.parse_known_args()[0].quick:
-        p.set_defaults(dims="2", rounds=1, steps=1, logistic_n="1000", maf_dims="4", no_memory=True)
+        p.set_defaults(
+            dims="2",
+            rounds=1,
+            steps=1,
+            logistic_n="1000",
+            maf_dims="4",
+            no_memory=True,
+            replay_min_steps=10**9,
+        )
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     if args.child:
         child(json.loads(args.child))
         return 0
     torch.set_num_threads(args.threads)
+    replay.MIN_STEPS = args.replay_min_steps
     pyro.enable_validation(True)  # Pyro's default: what a user's SVI runs with
     dims = [int(d) for d in args.dims.split(",")]
     print(

@@ -9,6 +9,14 @@ rates and schedules stay where Pyro keeps them, so checkpoints (``PyroOptim.get_
 schedulers and the divergence guard's moment resets work unchanged. It falls back to Pyro's loop
 when the optimizers are not plain ``torch.optim.Adam`` with one shared configuration, when a
 gradient clip is set, or while some optimizer has no state yet (its first step creates it).
+
+Without weight decay or ``maximize`` (fit()'s optimisers) the moments live in flat buffers
+(:class:`_FlatAdam`; the optimizers' state entries are views of them, so checkpoints and resets see
+them as before) and one update is seven operations on flat tensors plus one multi-tensor
+``addcdiv_`` into the parameters: the same elementwise arithmetic as the ``foreach`` update, bit for
+bit, at a fraction of its per-tensor dispatch cost. The buffers are rebuilt whenever the optimizers'
+state was replaced (a moment reset, a loaded checkpoint); only ``lr`` may change between steps
+(schedules, the guard's back-off), the other Adam settings are read when the buffers are built.
 """
 
 from __future__ import annotations
@@ -53,6 +61,97 @@ def _fusable(optim: PyroOptim, params: list[torch.Tensor]) -> list[torch.optim.A
     return opts
 
 
+#: the smallest normal float32: a floor below it would itself be slow and is not used
+_MIN_NORMAL = 1.1754943508222875e-38
+
+
+class _FlatAdam:
+    """The Adam moments of a fixed list of parameters in two flat buffers (the per-parameter
+    optimizers' ``exp_avg`` / ``exp_avg_sq`` / ``step`` state entries become views of them), so one
+    update is a handful of operations on three flat tensors, not a handful per parameter tensor.
+
+    Adam is elementwise, so this is the same arithmetic, element by element, as
+    ``torch.optim.adam``'s ``foreach`` update (``lerp_``, ``mul_``, ``addcmul_``, ``sqrt``,
+    ``div_``, ``add_``, ``addcdiv_`` with the same scalars): bit-identical parameters.
+
+    One exact shortcut: ``sqrt`` of exact zeros is about 4x slower than of other values on some
+    CPUs, and a MADE's masked weights keep ``exp_avg_sq`` at zero forever (two thirds of the entries
+    at D = 100). The second moment is floored at :math:`f = (\epsilon\, 2^{-26} b)^2` before the
+    root, with :math:`b = \sqrt{1 - \beta_2^t}`: for any :math:`v < f` (zeros included) both
+    :math:`\sqrt v / b` and :math:`\sqrt f / b` are below :math:`\epsilon\, 2^{-25}`, less than
+    half a unit in the last place of :math:`\epsilon`, so :math:`\sqrt v / b + \epsilon` rounds
+    to :math:`\epsilon` either way: the denominator, and the update, are unchanged bit for bit.
+    """
+
+    def __init__(self, params: list[torch.Tensor], opts: list[torch.optim.Adam]) -> None:
+        self.params, self.opts = params, opts
+        states = [opt.state[p] for p, opt in zip(params, opts, strict=True)]
+        self.states = states
+        self.avg = torch.cat([st["exp_avg"].reshape(-1) for st in states])
+        self.sq = torch.cat([st["exp_avg_sq"].reshape(-1) for st in states])
+        self.steps = torch.stack([st["step"] for st in states])
+        self.denom = torch.empty_like(self.sq)
+        sizes = [p.numel() for p in params]
+        self.avg_views = [v.view(p.shape) for v, p in zip(self.avg.split(sizes), params, strict=True)]
+        sq_views = [v.view(p.shape) for v, p in zip(self.sq.split(sizes), params, strict=True)]
+        self.denom_views = [v.view(p.shape) for v, p in zip(self.denom.split(sizes), params, strict=True)]
+        for i, st in enumerate(states):
+            st["exp_avg"], st["exp_avg_sq"], st["step"] = self.avg_views[i], sq_views[i], self.steps[i]
+        self.step_views = [st["step"] for st in states]
+        self.sq_views = sq_views
+
+    def intact(self, params: list[torch.Tensor]) -> bool:
+        """Whether the optimizers still hold these buffers' views (a moment reset replaces them)."""
+        if params is not self.params and list(map(id, params)) != list(map(id, self.params)):
+            return False
+        for p, opt, st, avg, sq, step in zip(
+            self.params, self.opts, self.states, self.avg_views, self.sq_views, self.step_views, strict=True
+        ):
+            if opt.state.get(p) is not st or st.get("exp_avg") is not avg or st.get("exp_avg_sq") is not sq:
+                return False
+            if st.get("step") is not step:
+                return False
+        lr = self.opts[0].param_groups[0]["lr"]
+        return all(opt.param_groups[0]["lr"] == lr for opt in self.opts)
+
+    def step(self) -> bool:
+        """One update; ``False`` (nothing done) when some parameter has no gradient or the steps differ."""
+        grads = [p.grad for p in self.params]
+        if any(g is None for g in grads):
+            return False
+        group = self.opts[0].param_groups[0]
+        step = float(self.steps[0]) + 1.0
+        if not bool((self.steps == self.steps[0]).all()):
+            return False
+        beta1, beta2 = group["betas"]
+        lr, eps = group["lr"], group["eps"]
+        with torch.no_grad():
+            grad = torch.cat([g.reshape(-1) for g in grads])
+            self.steps.add_(torch.tensor(1.0), alpha=1.0)
+            self.avg.lerp_(grad, 1 - beta1)
+            self.sq.mul_(beta2)
+            self.sq.addcmul_(grad, grad, value=1 - beta2)
+            bias_correction1 = 1 - beta1**step
+            bias_correction2 = 1 - beta2**step
+            step_size = (lr / bias_correction1) * -1
+            bc2_sqrt = bias_correction2**0.5
+            floor = (eps * 2.0**-26 * bc2_sqrt) ** 2  # see _sqrt_floor
+            if floor >= _MIN_NORMAL:
+                torch.clamp_min(self.sq, floor, out=self.denom)
+                self.denom.sqrt_()
+            else:
+                torch.sqrt(self.sq, out=self.denom)
+            self.denom.div_(bc2_sqrt)
+            self.denom.add_(eps)
+            torch._foreach_addcdiv_(self.params, self.avg_views, self.denom_views, step_size)
+        return True
+
+
+def _plain(opts: list[torch.optim.Adam]) -> bool:
+    group = opts[0].param_groups[0]
+    return not (group["weight_decay"] or group["maximize"] or group.get("decoupled_weight_decay"))
+
+
 def fused_step(optim: PyroOptim, params: list[torch.Tensor]) -> None:
     """``optim(params)``, as one multi-tensor Adam update when every parameter's optimizer is a
     plain Adam with state and the same settings (see the module docstring); Pyro's loop otherwise.
@@ -66,10 +165,17 @@ def fused_step(optim: PyroOptim, params: list[torch.Tensor]) -> None:
         >>> [round(v, 3) for v in p.detach().tolist()]
         [0.8, 0.8, 0.8]
     """
+    flat = getattr(optim, "_pyro_nf_flat", None)
+    if flat is not None and flat.intact(params) and flat.step():
+        return
     opts = _fusable(optim, params) if params else None
     if opts is None:
         optim(params)
         return
+    if _plain(opts) and all(p.grad is not None for p in params):
+        flat = optim._pyro_nf_flat = _FlatAdam(params, opts)
+        if flat.step():
+            return
     group = opts[0].param_groups[0]
     with_grad, grads, avgs, sqs, steps = [], [], [], [], []
     for p, opt in zip(params, opts, strict=True):

@@ -30,7 +30,7 @@ from pyro.optim import PyroOptim
 from pyro.optim.lr_scheduler import PyroLRScheduler
 
 from pyro_nf._util import capture_rng_state, isolated_rng
-from pyro_nf.training import setup
+from pyro_nf.training import replay, setup
 from pyro_nf.training._fused_optim import fused_step
 from pyro_nf.training.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -180,7 +180,9 @@ def fit(
             otherwise (enumeration, latent sites local to subsampled plates, dynamic structure, a
             ``loss`` given, an unsupported guide, ``vectorize_particles=False``); ``True`` requires
             it (``ValueError`` naming why not); ``False`` always uses ``SVI``. ``FitResult.path`` /
-            ``path_reason`` and the progress output say which ran and why.
+            ``path_reason`` and the progress output say which ran and why. Fits of at least 1000
+            steps on one process record the fast step's operations once and replay them
+            (:mod:`pyro_nf.training.replay`: the same losses and updates, bit for bit, checked).
         distributed: data-parallel SVI (:mod:`pyro_nf.training.distributed`; each rank passes its
             shard of the data): ``None`` turns it on in a process group of several processes, ``True``
             or a :class:`~pyro_nf.training.distributed.DataParallel` asks for it (any rank's callback
@@ -285,6 +287,8 @@ def fit(
     loss_and_grads = fast_loss_and_grads
     if fast_elbo is not None:  # the same loss and gradient averaging over ranks as SVI gets
         loss_and_grads = fast_loss_and_grads if group is None else group.synced(fast_loss_and_grads, params)
+        if group is None and replay.worthwhile(num_steps, time_budget):  # record the step once, replay it
+            loss_and_grads = replay.ReplayedGradient(fast_elbo, param_list)
         evaluate_loss = fast_evaluate_loss if group is None else group.synced(fast_evaluate_loss)
 
     def step_fn() -> float:

@@ -1,0 +1,141 @@
+"""Tests for the replayed fast-path step (pyro_nf.training.replay) and the flat Adam buffers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyro_nf import fit
+from pyro_nf.guides import AutoIAF
+from pyro_nf.guides.registry import make_guide
+from pyro_nf.training import replay
+from pyro_nf.training.fast_elbo import plan
+
+N_OBS, BATCH = 30, 10
+Y = torch.linspace(-2.0, 3.0, N_OBS)
+
+
+def constrained(y: torch.Tensor) -> None:
+    """Constrained sites, a plate-local latent and a subsampled likelihood (fresh indices each step)."""
+    tau = pyro.sample("tau", dist.HalfNormal(2.0))
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    w = pyro.sample("w", dist.Dirichlet(torch.ones(3)))
+    with pyro.plate("groups", 4):
+        theta = pyro.sample("theta", dist.Normal(mu, tau))
+    loc = theta[..., :1] + w[..., :1]
+    with pyro.plate("data", N_OBS, subsample_size=BATCH) as idx:
+        pyro.sample("y", dist.Normal(loc, 1.0), obs=y[idx])
+
+
+def small(y: torch.Tensor) -> None:
+    x = pyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+    pyro.sample("y", dist.Normal(x.sum(-1, keepdim=True), 1.0).to_event(1), obs=y[:1])
+
+
+def _fit(name: str, replayed: bool, monkeypatch) -> tuple[list[float], list[torch.Tensor]]:
+    pyro.clear_param_store()
+    monkeypatch.setattr(replay, "MIN_STEPS", 0 if replayed else 10**9)
+    model = small if name == "iaf+stl" else constrained
+    guide = (
+        make_guide("meanfield", model)
+        if name == "meanfield"
+        else AutoIAF(model, num_flows=2, hidden_dims=(8,))
+    )
+    result = fit(
+        model,
+        guide,
+        Y,
+        num_steps=10,
+        num_particles=3,
+        stl_after=0.5 if name == "iaf+stl" else None,
+        seed=0,
+        progress=False,
+    )
+    params = [p.detach().clone() for _, p in sorted(pyro.get_param_store().named_parameters())]
+    return result.losses, params
+
+
+@pytest.mark.parametrize("name", ["iaf", "meanfield", "iaf+stl"])
+def test_replayed_fit_is_bit_identical_to_the_eager_fit(name, monkeypatch):
+    made: list[replay.ReplayedGradient] = []
+
+    class Recording(replay.ReplayedGradient):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(replay, "ReplayedGradient", Recording)
+    eager_losses, eager_params = _fit(name, False, monkeypatch)
+    assert not made
+    losses, params = _fit(name, True, monkeypatch)
+    assert len(made) == 1 and made[0].replaying and made[0].reason == ""
+    # with stl_after the flow switches to the sticking-the-landing gradient half-way: a second trace
+    assert made[0].num_traces == (2 if name == "iaf+stl" else 1)
+    assert losses == eager_losses  # same noise (subsample indices included), same bits
+    for a, b in zip(params, eager_params, strict=True):
+        assert torch.equal(a, b)
+
+
+def _replayed(model, *args):
+    pyro.clear_param_store()
+    guide = AutoIAF(model, num_flows=2, hidden_dims=(8,))
+    guide(*args)
+    fast, reason = plan(model, guide, args, {})
+    assert reason == ""
+    params = [p for _, p in pyro.get_param_store().named_parameters()]
+    return replay.ReplayedGradient(fast, params), params
+
+
+def test_replay_refuses_randomness_outside_torch_and_runs_eagerly():
+    def model():
+        x = pyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        noise = torch.as_tensor(np.random.normal(size=2), dtype=x.dtype)  # frozen by a trace
+        pyro.sample("y", dist.Normal(x + noise, 1.0).to_event(1), obs=torch.zeros(2))
+
+    step, params = _replayed(model)
+    loss = step()
+    assert not step.replaying and "differs from the eager one" in step.reason
+    assert np.isfinite(loss) and all(p.grad is not None for p in params)
+    step()
+    assert step.num_traces == 1  # refused once, not traced again
+
+
+def test_replay_refuses_a_branch_on_a_tensor_value():
+    def model():
+        x = pyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        scale = 1.0 if float(x.sum()) > 0 else 2.0  # a data-dependent Python branch
+        pyro.sample("y", dist.Normal(x, scale).to_event(1), obs=torch.zeros(2))
+
+    step, _ = _replayed(model)
+    step()
+    assert not step.replaying and "_local_scalar_dense" in step.reason
+
+
+def test_flat_adam_is_bit_identical_with_zero_and_tiny_gradients_and_survives_a_reset():
+    from pyro_nf.training._fused_optim import fused_step
+
+    def run(fused: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(s)) for s in [(3,), (17, 5), (1,), (33,)]]
+        optim = pyro.optim.Adam({"lr": 0.05, "betas": (0.8, 0.99)})
+        gen = torch.Generator().manual_seed(1)
+        masks = [torch.rand(p.shape, generator=gen) < 0.5 for p in ps]  # zero gradients, as MADE's masks give
+        for i in range(9):
+            for p, mask in zip(ps, masks, strict=True):
+                size = 10.0 ** torch.randint(-30, 3, p.shape, generator=gen)  # tiny squares underflow
+                p.grad = torch.where(mask, torch.randn(p.shape, generator=gen) * size, torch.zeros(()))
+            fused_step(optim, ps) if fused else optim(ps)
+            if fused and i == 3:
+                flat = optim._pyro_nf_flat
+                state = optim.optim_objs[ps[1]].state[ps[1]]
+                assert state["exp_avg"].data_ptr() == flat.avg.data_ptr() + 3 * flat.avg.element_size()
+            if i == 5:
+                for obj in optim.optim_objs.values():
+                    obj.state.clear()
+        return ps
+
+    for a, b in zip(run(True), run(False), strict=True):
+        assert torch.equal(a, b)
