@@ -61,14 +61,16 @@ def exact_funnel_x_iqr() -> float:
     return float(_iqr(rng.normal(0.0, 1.0, z.shape) * np.exp(z / 2)))
 
 
-def run(spec: str, guide_name: str, options: dict[str, Any], steps: int, seed: int) -> dict[str, Any]:
+def run(
+    spec: str, guide_name: str, options: dict[str, Any], steps: int, seed: int, fit_options: dict[str, Any]
+) -> dict[str, Any]:
     kind, _, arg = spec.partition(":")
     model = make_banana(float(arg or 0.03)) if kind == "banana" else make_funnel(int(arg or 10))
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     guide = make_guide(guide_name, model, **options)
     start = time.perf_counter()
-    result = fit(model, guide, num_steps=steps, seed=seed, progress=False)
+    result = fit(model, guide, num_steps=steps, seed=seed, progress=False, **fit_options)
     seconds = time.perf_counter() - start
     pyro.set_rng_seed(seed + 1)
     with torch.no_grad():
@@ -96,20 +98,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--guide", default="nsf")
     parser.add_argument("--option", action="append", default=[], help="key=value (a Python literal)")
+    parser.add_argument("--fit-option", action="append", default=[], help="key=value for fit() (not tuning)")
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--examples", nargs="*", default=["banana:0.03", "funnel:10"])
     args = parser.parse_args()
     torch.set_num_threads(1)
-    options = {}
-    for item in args.option:
-        key, _, value = item.partition("=")
-        options[key] = ast.literal_eval(value)
+    options, fit_options = {}, {}
+    for items, into in ((args.option, options), (args.fit_option, fit_options)):
+        for item in items:
+            key, _, value = item.partition("=")
+            into[key] = ast.literal_eval(value)
     EXACT_X_IQR = exact_funnel_x_iqr()
     for spec in args.examples:
-        row = run(spec, args.guide, options, args.steps, args.seed)
+        row = run(spec, args.guide, options, args.steps, args.seed, fit_options)
         cells = " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
-        print(f"{args.guide} {options} {cells}", flush=True)
+        print(f"{args.guide} {options} {fit_options or ''} {cells}", flush=True)
 
 
 if __name__ == "__main__":
