@@ -43,6 +43,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -303,8 +304,14 @@ class AutoNSF(_AutoCoupling):
         affine: bool = True,
         max_log_scale: float = 5.0,
         mixing: str = "lu",
+        min_bin: float = 1e-3,
+        max_log_derivative: float = math.log(1e3),
+        spline_param_scale: float = 1.0,
         **kwargs: Any,
     ) -> None:
+        self.spline_param_scale = check_positive_float("spline_param_scale", spline_param_scale)
+        self.min_bin = check_positive_float("min_bin", min_bin)
+        self.max_log_derivative = check_positive_float("max_log_derivative", max_log_derivative)
         self.num_bins = check_positive_int("num_bins", num_bins)
         self.bound = check_positive_float("bound", bound)
         self.affine = bool(affine)
@@ -319,6 +326,9 @@ class AutoNSF(_AutoCoupling):
             affine=self.affine,
             max_log_scale=self.max_log_scale,
             mixing=self.mixing,
+            min_bin=self.min_bin,
+            max_log_derivative=self.max_log_derivative,
+            spline_param_scale=self.spline_param_scale,
             **kwargs,
         )
 
@@ -346,6 +356,9 @@ class AutoNSF(_AutoCoupling):
                     **mask,
                     num_bins=self.num_bins,
                     bound=self.bound,
+                    min_bin=self.min_bin,
+                    max_log_derivative=self.max_log_derivative,
+                    param_scale=self.spline_param_scale,
                     **self._net(latent_dim),
                 )
             )
