@@ -54,5 +54,6 @@ def test_funnel_log_scale_and_x_iqrs_within_ten_percent(guide_name):
     ls_sd = d["log_scale"].std() / exact_sd
     ls_iqr = _iqr(d["log_scale"])[0] / (2 * 0.6744897501960817 * exact_sd)
     x_iqr = float(np.median(_iqr(d["x"]) / exact_iqr))
-    # measured by benchmarks/family_accuracy.py: glow 0.954, 1.002, 0.963 (mean-field, tests/comparison/test_accuracy.py: 0.16, 0.16, 0.74)
+    # measured by benchmarks/family_accuracy.py: glow 0.954, 1.002, 0.963
+    # (mean-field, from tests/comparison/test_accuracy.py: 0.16, 0.16, 0.74)
     assert abs(ls_sd - 1) < 0.1 and abs(ls_iqr - 1) < 0.1 and abs(x_iqr - 1) < 0.1, (ls_sd, ls_iqr, x_iqr)
