@@ -2,6 +2,7 @@
 
 from pyro_nf.guides.baselines import AutoDiagonal, AutoFullRank, AutoLowRank, AutoMeanField
 from pyro_nf.guides.coupling import AutoGlow, AutoNICE, AutoNSF, AutoRealNVP
+from pyro_nf.guides.density import DiscreteFlowDensity, FlowDensity
 from pyro_nf.guides.flows import AutoFlow, AutoIAF, AutoMAF, AutoPlanar
 from pyro_nf.guides.registry import RECOMMENDED_GUIDE, available_guides, make_guide, register_guide
 from pyro_nf.transforms import NotInvertibleError
@@ -19,6 +20,8 @@ __all__ = [
     "AutoNSF",
     "AutoPlanar",
     "AutoRealNVP",
+    "DiscreteFlowDensity",
+    "FlowDensity",
     "NotInvertibleError",
     "RECOMMENDED_GUIDE",
     "available_guides",

@@ -43,6 +43,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -302,32 +303,48 @@ class AutoNSF(_AutoCoupling):
         bound: float = 5.0,
         affine: bool = True,
         max_log_scale: float = 5.0,
+        mixing: str = "lu",
+        min_bin: float = 1e-3,
+        max_log_derivative: float = math.log(1e3),
+        spline_param_scale: float = 1.0,
         **kwargs: Any,
     ) -> None:
+        self.spline_param_scale = check_positive_float("spline_param_scale", spline_param_scale)
+        self.min_bin = check_positive_float("min_bin", min_bin)
+        self.max_log_derivative = check_positive_float("max_log_derivative", max_log_derivative)
         self.num_bins = check_positive_int("num_bins", num_bins)
         self.bound = check_positive_float("bound", bound)
         self.affine = bool(affine)
         self.max_log_scale = check_positive_float("max_log_scale", max_log_scale)
+        if mixing not in ("lu", "masks"):
+            raise ValueError(f"mixing must be 'lu' or 'masks', got {mixing!r}")
+        self.mixing = mixing
         super().__init__(
             model,
             num_bins=self.num_bins,
             bound=self.bound,
             affine=self.affine,
             max_log_scale=self.max_log_scale,
+            mixing=self.mixing,
+            min_bin=self.min_bin,
+            max_log_derivative=self.max_log_derivative,
+            spline_param_scale=self.spline_param_scale,
             **kwargs,
         )
 
     def _make_flows(self, latent_dim: int) -> list[nn.Module]:
         layers: list[nn.Module] = []
-        for k in range(self._num_layers(latent_dim, 4)):
-            if k > 0:
+        n = self._num_layers(latent_dim, 4)
+        for k, (bit, parity) in enumerate(bit_mask_schedule(latent_dim, n)):
+            mask = {"parity": k % 2} if self.mixing == "lu" else {"mask": bit, "parity": parity}
+            if k > 0 and self.mixing == "lu":
                 layers.append(make_transform("lu_linear", latent_dim))
             if self.affine:
                 layers.append(
                     make_transform(
                         "affine_coupling",
                         latent_dim,
-                        parity=k % 2,
+                        **mask,
                         max_log_scale=self.max_log_scale,
                         **self._net(latent_dim),
                     )
@@ -336,9 +353,12 @@ class AutoNSF(_AutoCoupling):
                 make_transform(
                     "spline_coupling",
                     latent_dim,
-                    parity=k % 2,
+                    **mask,
                     num_bins=self.num_bins,
                     bound=self.bound,
+                    min_bin=self.min_bin,
+                    max_log_derivative=self.max_log_derivative,
+                    param_scale=self.spline_param_scale,
                     **self._net(latent_dim),
                 )
             )

@@ -17,6 +17,14 @@ model::
 Fitting ``model`` with an empty guide (or with a guide for the model's *other* latents) is then
 maximum likelihood for the flow's parameters (and variational inference for the rest).
 
+**Conditional densities** :math:`p(x \mid c)` (``context_dim = C > 0``): every coupling layer's
+conditioner also reads the covariates :math:`c` (ActNorm, LU-linear and permutations ignore them),
+
+.. math:: \log p(x \mid c) = \log N\big(f^{-1}(x; c)\big) - \sum_k \log|\det J_{f_k(\cdot;\,c)}|,
+
+used as ``pyro.sample("x", flow.distribution(context=c), obs=x)`` with ``c`` of shape ``(N, C)``
+(any batch shape broadcasting with the data's). Autoregressive layers take no context here.
+
 Scoring data uses each layer's inverse, so every layer must have one (``has_inverse``): couplings,
 ``maf`` (one pass), ``iaf`` (:math:`D` sequential passes), ActNorm, LU-linear, splines; not
 ``planar``. Sampling uses the forward direction.
@@ -58,6 +66,9 @@ class FlowDensity(nn.Module):
             :math:`u` towards the data :math:`x`. Coupling layers without an explicit ``parity``
             alternate parities in order. Default: ActNorm then three spline couplings with
             LU-linear layers between.
+        context_dim: :math:`C > 0` makes the flow a conditional density :math:`p(x \mid c)`: each
+            coupling layer's conditioner reads :math:`c` too (the other layers ignore it; the
+            autoregressive ones cannot take it).
         **common: configuration passed to every layer that has a network (``hidden_dims``, ...).
 
     Example:
@@ -70,11 +81,29 @@ class FlowDensity(nn.Module):
         torch.Size([200])
         >>> flow.distribution().sample((5,)).shape
         torch.Size([5, 2])
+
+        Conditional on a covariate :math:`c \in \mathbb{R}^1`:
+
+        >>> cflow = FlowDensity(2, layers=("spline_coupling", "spline_coupling"), context_dim=1,
+        ...                     hidden_dims=(16,))
+        >>> c = torch.rand(200, 1)
+        >>> cflow.log_prob(data, context=c).shape, cflow.distribution(context=c).sample().shape
+        (torch.Size([200]), torch.Size([200, 2]))
     """
 
-    def __init__(self, input_dim: int, layers: Sequence[LayerSpec] = _DEFAULT_LAYERS, **common: Any) -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        layers: Sequence[LayerSpec] = _DEFAULT_LAYERS,
+        *,
+        context_dim: int = 0,
+        **common: Any,
+    ) -> None:
         super().__init__()
         self.input_dim = check_positive_int("input_dim", input_dim)
+        if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 0:
+            raise ValueError(f"FlowDensity: context_dim must be a non-negative integer, got {context_dim!r}")
+        self.context_dim = context_dim
         built = []
         parity = 0
         for spec in layers:
@@ -85,6 +114,13 @@ class FlowDensity(nn.Module):
                 parity = 1 - parity
             if name.endswith("coupling") or name in ("iaf", "maf", "spline_autoregressive"):
                 cfg = {**common, **cfg}
+            if context_dim and name.endswith("coupling"):
+                cfg.setdefault("context_dim", context_dim)
+            elif context_dim and name in ("iaf", "maf", "spline_autoregressive"):
+                raise ValueError(
+                    f"FlowDensity: layer {name!r} takes no context; a conditional flow "
+                    "(context_dim > 0) uses coupling layers (and ActNorm, 'lu_linear', 'permute')"
+                )
             layer = make_transform(name, input_dim, **cfg)
             if not layer.has_inverse:
                 raise ValueError(
@@ -97,14 +133,35 @@ class FlowDensity(nn.Module):
         self.layers = nn.ModuleList(built)
         self.register_buffer("_zeros", torch.zeros(input_dim))
 
+    def _check_context(self, context: torch.Tensor | None) -> torch.Tensor | None:
+        if self.context_dim and context is None:
+            raise ValueError(
+                f"this FlowDensity is conditional (context_dim={self.context_dim}): pass "
+                f"context=... of shape (..., {self.context_dim})"
+            )
+        if not self.context_dim and context is not None:
+            raise ValueError("this FlowDensity takes no context (built with context_dim=0)")
+        if context is None:
+            return None
+        if (
+            not isinstance(context, torch.Tensor)
+            or context.dim() < 1
+            or context.shape[-1] != self.context_dim
+        ):
+            got = tuple(context.shape) if isinstance(context, torch.Tensor) else type(context).__name__
+            raise ValueError(f"FlowDensity: context must have shape (..., {self.context_dim}), got {got}")
+        return context.to(self._zeros)
+
     @torch.no_grad()
-    def data_init(self, data: torch.Tensor) -> FlowDensity:
+    def data_init(self, data: torch.Tensor, context: torch.Tensor | None = None) -> FlowDensity:
         """Data-dependent initialisation (Glow): each ActNorm standardises the batch that reaches
-        it, mapping ``data`` back through the layers above it. Returns ``self``."""
+        it, mapping ``data`` back through the layers above it (at ``context``, for a conditional
+        flow). Returns ``self``."""
         if data.dim() != 2 or data.shape[-1] != self.input_dim:
             raise ValueError(
                 f"data_init expects data of shape (N, {self.input_dim}), got {tuple(data.shape)}"
             )
+        context = self._check_context(context)
         v = data.to(self._zeros)
         for layer in reversed(self.layers):  # from the data side towards the base
             if isinstance(layer, ActNorm):
@@ -115,23 +172,29 @@ class FlowDensity(nn.Module):
                     raise ValueError("data_init: a coordinate of the data is constant")
                 layer.log_scale.copy_(torch.log(sd))
                 layer.loc.copy_(mean)
-            v, _ = layer.inverse_and_log_det(v)
+            v, _ = layer.inverse_and_log_det(v, context if layer.context_dim else None)
         return self
 
-    def distribution(self) -> TransformedDistribution:
-        """The flow's distribution, for ``pyro.sample(..., obs=data)``: event shape ``(D,)``.
+    def distribution(self, context: torch.Tensor | None = None) -> TransformedDistribution:
+        """The flow's distribution, for ``pyro.sample(..., obs=data)``: event shape ``(D,)``; for a
+        conditional flow :math:`p(x \\mid c)` at ``context`` (shape ``(..., C)``), batch shape
+        ``context.shape[:-1]``.
 
         The layers' one-entry caches are emptied first: observed data is the same tensor at every
         step, and a cache hit would return values (and graphs) of the previous step."""
+        context = self._check_context(context)
         for layer in self.layers:
             layer._cached_x_y = (None, None)
             layer._ladj_cache = None
-        base = Normal(self._zeros, torch.ones_like(self._zeros)).to_event(1)
-        return TransformedDistribution(base, list(self.layers))
+        batch = context.shape[:-1] if context is not None else torch.Size()
+        base = Normal(self._zeros, torch.ones_like(self._zeros)).expand(batch + (self.input_dim,)).to_event(1)
+        layers = list(self.layers) if context is None else [layer.condition(context) for layer in self.layers]
+        return TransformedDistribution(base, layers)
 
-    def log_prob(self, data: torch.Tensor) -> torch.Tensor:
-        """:math:`\\log p(x)` of each row of ``data`` (one inverse pass through every layer)."""
-        return self.distribution().log_prob(data)
+    def log_prob(self, data: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """:math:`\\log p(x)` (or :math:`\\log p(x \\mid c)` at ``context``) of each row of ``data``
+        (one inverse pass through every layer)."""
+        return self.distribution(context).log_prob(data)
 
 
 class DiscreteFlowDensity(nn.Module):

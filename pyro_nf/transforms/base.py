@@ -25,7 +25,9 @@ from typing import ClassVar
 
 import torch
 from pyro.distributions.torch_transform import TransformModule
-from torch.distributions import constraints
+from torch.distributions import Transform, constraints
+
+from pyro_nf.transforms.conditional import ConditionedTransform
 
 
 class NotInvertibleError(NotImplementedError):
@@ -44,6 +46,8 @@ class FlowTransform(TransformModule):
     """
 
     has_inverse: ClassVar[bool] = True
+    #: size of the context vector a conditional layer's conditioner reads (0: not conditional)
+    context_dim: int = 0
     #: whether log|det J| is the same for every input (linear and volume-preserving layers)
     constant_log_det: ClassVar[bool] = False
     domain = constraints.real_vector
@@ -104,15 +108,38 @@ class FlowTransform(TransformModule):
         """Log-det of an uncached pair; override when ``y`` gives it in fewer passes than ``x``."""
         return self._forward_and_ladj(x)[1]
 
-    def forward_and_log_det(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(f(x), log|det J_f(x)|)`` in one pass, without touching the cache."""
-        self._check_event(x, "inputs")
-        return self._forward_and_ladj(x)
+    def _context_args(self, context: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        if context is None:
+            return ()
+        if not self.context_dim:
+            raise ValueError(
+                f"{type(self).__name__} takes no context (context_dim=0); condition(context) "
+                "returns the layer itself for such layers"
+            )
+        return (context,)
 
-    def inverse_and_log_det(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_and_log_det(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(f(x), log|det J_f(x)|)`` in one pass, without touching the cache (at
+        ``context`` for a conditional layer)."""
+        self._check_event(x, "inputs")
+        return self._forward_and_ladj(x, *self._context_args(context))
+
+    def inverse_and_log_det(
+        self, y: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(f^{-1}(y), log|det J_f(f^{-1}(y))|)`` (the *forward* log-det) in one pass."""
         self._check_event(y, "values")
-        return self._inverse_and_ladj(y)
+        return self._inverse_and_ladj(y, *self._context_args(context))
+
+    def condition(self, context: torch.Tensor) -> Transform:
+        """This layer at a fixed ``context`` (a :class:`~pyro_nf.transforms.conditional.
+        ConditionedTransform`); a layer without a context (``context_dim == 0``) ignores it and
+        returns itself."""
+        if not self.context_dim:
+            return self
+        return ConditionedTransform(self, context)
 
     def __hash__(self) -> int:
         return super(torch.nn.Module, self).__hash__()

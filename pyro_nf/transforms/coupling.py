@@ -34,6 +34,13 @@ some bit), so every coordinate is conditioned on every other one within
 :math:`D = 1` there is nothing to condition on: the layer transforms the single coordinate by an
 *unconditional* elementwise bijection (learnable constants), whatever the parity.
 
+**Conditional couplings** (``context_dim = C > 0``): the conditioner also reads a context
+:math:`c \in \mathbb{R}^C`, :math:`\theta = \theta(x_c, c)`, so the layer is a bijection of
+:math:`x` for every fixed :math:`c` with the same triangular log-det; flows of such layers are
+conditional densities :math:`p(x \mid c)`. Pass the context with ``forward_and_log_det(x, context)``
+or bind it with :meth:`~pyro_nf.transforms.FlowTransform.condition`; the batch shapes of :math:`x`
+and :math:`c` broadcast.
+
 References:
     Dinh, Krueger & Bengio (2014), NICE: Non-linear Independent Components Estimation.
     https://arxiv.org/abs/1410.8516
@@ -51,6 +58,7 @@ import torch
 from torch import nn
 
 from pyro_nf.transforms.base import FlowTransform
+from pyro_nf.transforms.conditional import broadcast_context
 from pyro_nf.transforms.conditioner import ZeroMLP
 
 
@@ -112,6 +120,7 @@ class Coupling(FlowTransform):
         parity: 0 or 1, which half a string mask transforms.
         activation: conditioner non-linearity.
         skip_connections: linear input-to-output connections in the conditioner.
+        context_dim: :math:`C`, the size of a context vector the conditioner also reads (0: none).
     """
 
     num_params: ClassVar[int] = 0
@@ -124,13 +133,17 @@ class Coupling(FlowTransform):
         parity: int = 0,
         activation: type[nn.Module] = nn.ReLU,
         skip_connections: bool = True,
+        context_dim: int = 0,
     ) -> None:
         super().__init__(input_dim)
+        if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 0:
+            raise ValueError(f"context_dim must be a non-negative integer, got {context_dim!r}")
+        self.context_dim = context_dim
         transformed = coupling_mask(input_dim, mask, parity)
         self.register_buffer("transformed_idx", torch.nonzero(transformed).flatten())
         self.register_buffer("conditioning_idx", torch.nonzero(~transformed).flatten())
         self.net = ZeroMLP(
-            len(self.conditioning_idx),
+            len(self.conditioning_idx) + context_dim,
             self.num_params,
             len(self.transformed_idx),
             hidden_dims,
@@ -146,19 +159,30 @@ class Coupling(FlowTransform):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError  # abstract: subclasses implement it
 
-    def _couple(self, v: torch.Tensor, fn) -> tuple[torch.Tensor, torch.Tensor]:
-        params = self.net(v[..., self.conditioning_idx])
+    def _couple(self, v: torch.Tensor, fn, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        h = v[..., self.conditioning_idx]
+        if self.context_dim:
+            v, context = broadcast_context(v, context, self.context_dim, type(self).__name__)
+            h = torch.cat([v[..., self.conditioning_idx], context], dim=-1)
+        elif context is not None:
+            raise ValueError(f"{type(self).__name__} was built without a context (context_dim=0)")
+        params = self.net(h)
         out_t, ladj = fn(v[..., self.transformed_idx], params)
         return v.index_copy(-1, self.transformed_idx, out_t), ladj
 
-    def _forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._couple(x, self._elementwise)
+    def _forward_and_ladj(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._couple(x, self._elementwise, context)
 
-    def _inverse_and_ladj(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._couple(y, self._elementwise_inverse)
+    def _inverse_and_ladj(
+        self, y: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._couple(y, self._elementwise_inverse, context)
 
     def extra_repr(self) -> str:
-        return f"input_dim={self.input_dim}, transformed={self.transformed_idx.tolist()}"
+        extra = f", context_dim={self.context_dim}" if self.context_dim else ""
+        return f"input_dim={self.input_dim}, transformed={self.transformed_idx.tolist()}{extra}"
 
 
 class AdditiveCoupling(Coupling):

@@ -103,3 +103,21 @@ def test_default_sizes_and_bad_options():
         AutoNSF(ex.model, num_bins=0)
     with pytest.raises(ValueError, match="max_log_scale"):
         AutoRealNVP(ex.model, max_log_scale=-1.0)
+
+
+def test_nsf_mixing_and_spline_options_reach_the_layers():
+    ex = get_example("funnel")
+    guide = AutoNSF(ex.model, mixing="masks", min_bin=0.01, max_log_derivative=2.0, spline_param_scale=0.5)
+    guide()
+    assert "LULinear" not in [type(m).__name__ for m in guide.flows]
+    splines = [m for m in guide.flows if type(m).__name__ == "SplineCoupling"]
+    assert [s.transformed_idx.tolist() for s in splines[:3]] == [
+        [0, 2, 4, 6, 8],
+        [1, 3, 5, 7, 9],
+        [0, 1, 4, 5, 8, 9],
+    ]
+    assert all((s.min_bin, s.max_log_derivative, s.param_scale) == (0.01, 2.0, 0.5) for s in splines)
+    with pytest.raises(ValueError, match="mixing must be 'lu' or 'masks'"):
+        AutoNSF(ex.model, mixing="random")
+    with pytest.raises(ValueError, match="spline_param_scale"):
+        AutoNSF(ex.model, spline_param_scale=0.0)
