@@ -98,8 +98,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--num-samples",
         type=_positive_int,
-        default=1000,
-        help="posterior draws saved per guide (default 1000)",
+        default=4000,
+        help="posterior draws saved per guide (default 4000: they feed the sd and IQR ratios)",
     )
     p.add_argument(
         "--diagnose-samples",

@@ -25,7 +25,7 @@ def constrained(y: torch.Tensor) -> None:
     w = pyro.sample("w", dist.Dirichlet(torch.ones(3)))
     with pyro.plate("groups", 4):
         theta = pyro.sample("theta", dist.Normal(mu, tau))
-    loc = theta[..., :1] + w[..., :1]
+    loc = theta[..., :1] + w[..., 0]  # (1,), or (K, 1) under K vectorised particles
     with pyro.plate("data", N_OBS, subsample_size=BATCH) as idx:
         pyro.sample("y", dist.Normal(loc, 1.0), obs=y[idx])
 
