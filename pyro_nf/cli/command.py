@@ -104,8 +104,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--diagnose-samples",
         type=_positive_int,
-        default=10_000,
-        help="importance samples for k-hat / ESS / IW-ELBO (default 10000)",
+        default=40_000,
+        help="importance samples for k-hat / ESS / IW-ELBO (default 40000)",
     )
     p.add_argument(
         "--time-budget",

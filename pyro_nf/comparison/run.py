@@ -124,7 +124,7 @@ def compare(
     reference: Any = None,
     seed: int = 0,
     num_samples: int = 4000,
-    diagnose_samples: int = 10_000,
+    diagnose_samples: int = 40_000,
     progress: bool = True,
     model_name: str | None = None,
     var_names: Sequence[str] | None = None,
@@ -150,7 +150,9 @@ def compare(
             in its own param-store scope under a name nothing else uses: the param store's contents
             before the call are left exactly as they were.
         num_samples: draws per guide in its ``InferenceData`` (these feed the reference metrics).
-        diagnose_samples: importance samples per guide for k-hat, ESS, ELBO and IW-ELBO.
+        diagnose_samples: importance samples per guide for k-hat, ESS, ELBO and IW-ELBO. k-hat from
+            10,000 draws is noisy near the 0.7 line (one RealNVP on centred eight schools: 0.51-0.78 over
+            five draw seeds); the default 40,000 narrows it.
         progress: progress bar per guide.
         model_name: name for plots and the report (default: the model function's name).
         var_names: variables for the pair plot (default: the first three scalar coordinates).
