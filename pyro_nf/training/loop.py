@@ -427,4 +427,5 @@ def fit(
         stl_step=stl_step,
         time_budget=time_budget,
         init=init_note,
+        replay=replay.describe(loss_and_grads),
     )

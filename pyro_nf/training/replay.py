@@ -63,7 +63,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyro_nf._util import isolated_rng
 
-__all__ = ["MAX_NODES", "MIN_BUDGET", "MIN_STEPS", "ReplayedGradient", "worthwhile"]
+__all__ = ["MAX_NODES", "MIN_BUDGET", "MIN_STEPS", "ReplayedGradient", "describe", "worthwhile"]
 
 #: :func:`pyro_nf.fit` replays fits of at least this many remaining steps (tracing pays back).
 MIN_STEPS: int = 1000
@@ -93,6 +93,16 @@ def worthwhile(num_steps: int, time_budget: float | None) -> bool:
     at least :data:`MIN_STEPS` steps and :data:`MIN_BUDGET` seconds, so that tracing (a few hundred
     eager steps' time) pays back."""
     return num_steps >= MIN_STEPS and (time_budget is None or time_budget >= MIN_BUDGET)
+
+
+def describe(step: Any) -> str:
+    """What :func:`pyro_nf.fit` reports as ``FitResult.replay`` for its step function ``step`` (its state
+    at the end of the fit)."""
+    if not isinstance(step, ReplayedGradient):
+        return ""
+    if step.replaying:
+        return f"replayed ({step.num_traces} trace(s), {step.trace_seconds:.1f} s)"
+    return f"eager ({step.reason})" if step.reason else "eager"
 
 
 def _torch_rng_state() -> tuple:

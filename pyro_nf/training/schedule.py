@@ -200,6 +200,9 @@ class FitResult:
         time_budget: the ``time_budget`` given to :func:`fit`.
         init: which start the guide took (``fit(init=)``): ``"laplace (...)"``, ``"own start (...)"``
             with the reason, or ``"continued ..."``.
+        replay: on the fast path, whether the step was recorded once and replayed
+            (:mod:`pyro_nf.training.replay`): ``"replayed (N trace(s), S s)"``, ``"eager (reason)"`` when
+            the recording was refused, ``""`` when not attempted (short fits, Pyro's ``SVI``, data-parallel).
     """
 
     guide: Any
@@ -219,6 +222,7 @@ class FitResult:
     stl_step: int | None = None
     time_budget: float | None = None
     init: str = ""
+    replay: str = ""
 
     @property
     def elbo(self) -> float:

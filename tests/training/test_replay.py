@@ -139,3 +139,14 @@ def test_flat_adam_is_bit_identical_with_zero_and_tiny_gradients_and_survives_a_
 
     for a, b in zip(run(True), run(False), strict=True):
         assert torch.equal(a, b)
+
+
+def test_fit_result_says_whether_the_step_was_replayed(monkeypatch):
+    pyro.clear_param_store()
+    monkeypatch.setattr(replay, "MIN_STEPS", 0)
+    guide = AutoIAF(small, num_flows=2, hidden_dims=(8,))
+    r = fit(small, guide, Y, num_steps=5, num_particles=2, stl_after=None, seed=0, progress=False)
+    assert r.path == "fast" and r.replay.startswith("replayed (1 trace(s)")
+    monkeypatch.setattr(replay, "MIN_STEPS", 10**9)
+    r = fit(small, guide, Y, num_steps=10, num_particles=2, stl_after=None, seed=0, progress=False)
+    assert r.replay == ""
