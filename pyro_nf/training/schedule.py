@@ -93,10 +93,14 @@ class Converged:
     :math:`\approx 2\,\mathrm{KL}(q \,\|\, p)`. The fit stops (``stop_reason == "converged"``) once
     that estimate, checked every ``every`` steps after ``min_steps``, is below ``tol``: at the default
     0.005, :math:`\mathrm{KL}(q\|p) \lesssim 0.0025` nats, so nothing more is to be learnt. Movement of
-    the guide inside the window only inflates the estimate, so the rule errs towards running on; it
-    never fires where the guide family cannot match the posterior (a funnel's neck, a banana for
-    mean-field, the likelihood noise of a subsampled plate), and those fits run to their step or time
-    budget. (A plateau of the ELBO is no such sign: a flow's ELBO on a funnel moves by ~0.01 nats per
+    the guide inside the window only inflates the estimate, so the rule errs towards running on. Where
+    the guide family cannot match the posterior (a funnel's neck, mean-field on a correlated posterior)
+    or a subsampled plate adds likelihood noise, the estimate stays far above ``tol`` and those fits run
+    to their step or time budget (measured: mean-field, full-rank and RealNVP for 3,000 steps on six of
+    the reference posteriors: 16 of the 18 fits ended between 0.013 and 8.4; RealNVP crossed 0.005 on
+    kilpisjarvi and arK, at k-hat 0.53 and 0.55). Near-zero variance is not a tail check: a guide can
+    pass it with PSIS k-hat > 0.7.
+    (A plateau of the ELBO is no such sign: a flow's ELBO on a funnel moves by ~0.01 nats per
     500 steps while its neck is still being filled, so :class:`EarlyStop` is opt-in.)
 
     Args:
