@@ -23,6 +23,19 @@ coordinate is transformed conditioned on every other one (alternating halves alo
 coordinates 0 and 2). Glow and NSF mix coordinates with their learned linear layers instead and
 alternate the halves.
 
+**Conditioner inputs** (``input_scale``). PyTorch initialises a conditioner's first layer for inputs
+of unit scale: its ReLU units' kinks :math:`-b_j/w_j` lie within a few units of 0. Where ``fit()``
+keeps the guide's own start instead of the Laplace start (the banana, the funnel, centred eight
+schools), the layers act on the raw unconstrained coordinates, which can be ten times wider (the
+banana's :math:`x_0 \sim N(0, 10)`): all kinks then sit in the bulk, the conditioner extrapolates
+linearly beyond it, and the reverse KL shrinks the tails (the banana's :math:`x_1` sd, a tail
+statistic, read 0.80-0.87 of exact on two of three seeds). With ``input_scale="prior"`` (the default
+of RealNVP, Glow and NSF) each conditioner is set up, when ``fit()`` keeps the own start, for inputs of
+the prior's robust scale per coordinate (:mod:`pyro_nf.guides.prior_scale`; the guide stays exactly
+the identity); in whitened coordinates (Laplace start kept) nothing changes. A number instead divides
+every first layer's initial weights by it (1: PyTorch's default, NICE's). ``activation`` picks the
+conditioners' non-linearity (``"relu"``, default; ``"elu"``, ``"silu"``, ``"gelu"``, ``"tanh"``).
+
 All four act on the base draw :math:`\varepsilon \sim N(\mathrm{loc}, \mathrm{scale})`, so at
 initialisation they *are* the diagonal Normal guide, bit for bit (draws and log q).
 
@@ -52,11 +65,21 @@ from torch import nn
 
 from pyro_nf._util import check_positive_float, check_positive_int
 from pyro_nf.guides.flows import AutoFlow
+from pyro_nf.guides.prior_scale import prior_scales, scale_conditioners
 from pyro_nf.transforms import make_transform
 
 __all__ = ["AutoGlow", "AutoNICE", "AutoNSF", "AutoRealNVP"]
 
 _MAX_WIDTH = 256
+
+#: conditioner non-linearities by name (``activation=``)
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+}
 
 
 def default_hidden_dims(latent_dim: int) -> tuple[int, int]:
@@ -97,6 +120,8 @@ class _AutoCoupling(AutoFlow):
 
     #: the registered layers each guide stacks (its ``_make_flows`` decides order and options)
     layer_names: ClassVar[tuple[str, ...]] = ()
+    #: ``input_scale`` when not given
+    default_input_scale: ClassVar[float | str] = 1.0
 
     def __init__(
         self,
@@ -107,9 +132,19 @@ class _AutoCoupling(AutoFlow):
         init_loc_fn: Callable = init_to_median,
         init_scale: float = 0.1,
         skip_connections: bool = True,
+        activation: str = "relu",
+        input_scale: float | str | None = None,
         stl: bool = False,
         **layer_config: Any,
     ) -> None:
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.activation = activation
+        if input_scale is None:
+            input_scale = self.default_input_scale
+        if input_scale != "prior":
+            input_scale = check_positive_float("input_scale (a positive number or 'prior')", input_scale)
+        self.input_scale = input_scale
         if hidden_dims is not None:
             hidden_dims = tuple(hidden_dims)
             if not hidden_dims:
@@ -119,6 +154,7 @@ class _AutoCoupling(AutoFlow):
         if num_flows is not None:
             check_positive_int("num_flows", num_flows)
         self.hidden_dims = hidden_dims
+        self._prior_model = model
         self.skip_connections = bool(skip_connections)
         self.stl = bool(stl)
         self._requested_flows = num_flows
@@ -130,6 +166,8 @@ class _AutoCoupling(AutoFlow):
             init_scale=init_scale,
             hidden_dims=hidden_dims,
             skip_connections=self.skip_connections,
+            activation=activation,
+            input_scale=self.input_scale,
             stl=self.stl,
             **layer_config,
         )
@@ -138,7 +176,25 @@ class _AutoCoupling(AutoFlow):
 
     def _net(self, latent_dim: int) -> dict[str, Any]:
         hidden = self.hidden_dims or default_hidden_dims(latent_dim)
-        return {"hidden_dims": hidden, "skip_connections": self.skip_connections}
+        return {
+            "hidden_dims": hidden,
+            "skip_connections": self.skip_connections,
+            "activation": ACTIVATIONS[self.activation],
+            "input_scale": 1.0 if self.input_scale == "prior" else self.input_scale,
+        }
+
+    def init_to_laplace(self, *args: Any, **kwargs: Any) -> str:
+        """As :meth:`AutoFlow.init_to_laplace`; then, with ``input_scale="prior"`` and where the
+        guide keeps its own start (its layers act on the raw unconstrained coordinates), every
+        conditioner is set up for inputs of the prior's scales (:mod:`pyro_nf.guides.prior_scale`;
+        ``self.conditioner_scales`` holds them, or the reason there are none)."""
+        note = super().init_to_laplace(*args, **kwargs)
+        if self.input_scale == "prior" and getattr(self, "whiten", None) is None:
+            scales, reason = prior_scales(self._prior_model, self.prototype_trace, args, kwargs)
+            self.conditioner_scales = scales if scales is not None else reason
+            if scales is not None:
+                scale_conditioners(self.flows, scales.to(self.loc))
+        return note
 
     def _num_layers(self, latent_dim: int, default: int) -> int:
         self.num_flows = self._requested_flows or default
@@ -176,13 +232,29 @@ class AutoNICE(_AutoCoupling):
 
 class AutoRealNVP(_AutoCoupling):
     r"""RealNVP guide: ``num_flows`` affine couplings :math:`y_t = x_t\,\sigma(x_c) + \mu(x_c)` with
-    the bounded log-scale :math:`L\tanh(s/L)` (Dinh, Sohl-Dickstein & Bengio 2016).
+    the bounded log-scale :math:`L\tanh(s/L)` (Dinh, Sohl-Dickstein & Bengio 2016), each preceded by
+    an ActNorm (a learned per-coordinate scale and shift, the identity at initialisation;
+    ``actnorm=False``: couplings only).
 
-    Defaults as :class:`AutoNICE`, except ``num_flows = min(8, max(4, ceil(log2 D)))`` (4 at D <= 16):
-    half of NICE's depth costs half as much per step, and in fit()'s 60-second budget the extra steps
-    won. Measured on centred eight schools (fit() recipe, 16 particles): 4 layers x 10,000 steps gave
-    tau's sd/IQR ratios 0.94/0.94 against 0.98/0.88 for 8 layers x 6,000 steps in the same time; on
-    the funnel 2.78 vs 2.81 for the log-scale sd (exact 3). ``max_log_scale=5``.
+    Defaults as :class:`AutoNICE`, except ``num_flows = min(8, max(4, ceil(log2 D)))`` (4 at D <= 16),
+    ``actnorm=True`` and ``input_scale="prior"``. Half of NICE's depth costs half as much per step,
+    and in fit()'s 60-second budget the extra steps won. Measured on centred eight schools (fit()
+    recipe, 16 particles): 4 layers x 10,000 steps gave tau's sd/IQR ratios 0.94/0.94 against
+    0.98/0.88 for 8 layers x 6,000 steps in the same time; on the funnel 2.78 vs 2.81 for the
+    log-scale sd (exact 3). ``max_log_scale=5``.
+
+    ``actnorm=True`` and ``input_scale="prior"`` were chosen with ``benchmarks/family_accuracy.py``
+    (fit()'s defaults, 10,000 steps, seeds 0 / 1 / 2, ratios guide / exact). Banana (b = 0.03) sd of
+    x0 / x1 (x1's is a tail statistic): before, 0.949 / 0.867, 0.905 / 0.796, 1.013 / 1.008;
+    ``input_scale="prior"`` alone 0.993 / 0.961, 0.958 / 0.865, 0.983 / 0.959; both 1.002 / 0.966,
+    1.012 / 0.963, 0.990 / 0.938. Funnel (D = 10) log-scale sd / IQR / median x IQR: before 0.924 /
+    0.952 / 0.951, 0.929 / 0.985 / 0.962, 0.929 / 0.976 / 0.952; ``input_scale="prior"`` alone 0.943 /
+    0.986 / 1.000, 0.934 / 0.970 / 0.992, 0.901 / 0.940 / 1.064; both 0.966 / 0.997 / 1.045, 0.938 /
+    0.983 / 0.962, 0.915 / 0.945 / 1.008. Not adopted: 6 couplings at D = 2 (banana x1 0.771 / 0.953,
+    seeds 0 / 1, with ``input_scale="prior"``), width 64 with it (x1 0.880, seed 1), width 128 without
+    it (x1 0.607, seed 1), a uniform ``input_scale=10`` (banana x1 1.055 / 0.937, seeds 0 / 1, but funnel
+    log-scale sd 0.848, seed 0).
+    ACTNORM_COST
 
     Example:
         >>> import pyro, pyro.distributions as dist, torch
@@ -193,26 +265,34 @@ class AutoRealNVP(_AutoCoupling):
         torch.Size([3])
     """
 
-    layer_names: ClassVar[tuple[str, ...]] = ("affine_coupling",)
+    layer_names: ClassVar[tuple[str, ...]] = ("actnorm", "affine_coupling")
+    default_input_scale: ClassVar[float | str] = "prior"
 
-    def __init__(self, model: Callable, *, max_log_scale: float = 5.0, **kwargs: Any) -> None:
+    def __init__(
+        self, model: Callable, *, max_log_scale: float = 5.0, actnorm: bool = True, **kwargs: Any
+    ) -> None:
         self.max_log_scale = check_positive_float("max_log_scale", max_log_scale)
-        super().__init__(model, max_log_scale=self.max_log_scale, **kwargs)
+        self.actnorm = bool(actnorm)
+        super().__init__(model, max_log_scale=self.max_log_scale, actnorm=self.actnorm, **kwargs)
 
     def _make_flows(self, latent_dim: int) -> list[nn.Module]:
         bits = max(1, (latent_dim - 1).bit_length())
         n = self._num_layers(latent_dim, min(8, max(4, bits)))
-        return [
-            make_transform(
-                "affine_coupling",
-                latent_dim,
-                mask=bit,
-                parity=parity,
-                max_log_scale=self.max_log_scale,
-                **self._net(latent_dim),
+        layers: list[nn.Module] = []
+        for bit, parity in bit_mask_schedule(latent_dim, n):
+            if self.actnorm:
+                layers.append(make_transform("actnorm", latent_dim))
+            layers.append(
+                make_transform(
+                    "affine_coupling",
+                    latent_dim,
+                    mask=bit,
+                    parity=parity,
+                    max_log_scale=self.max_log_scale,
+                    **self._net(latent_dim),
+                )
             )
-            for bit, parity in bit_mask_schedule(latent_dim, n)
-        ]
+        return layers
 
 
 class AutoGlow(_AutoCoupling):
@@ -235,6 +315,7 @@ class AutoGlow(_AutoCoupling):
     """
 
     layer_names: ClassVar[tuple[str, ...]] = ("actnorm", "lu_linear", "affine_coupling")
+    default_input_scale: ClassVar[float | str] = "prior"
 
     def __init__(self, model: Callable, *, max_log_scale: float = 5.0, **kwargs: Any) -> None:
         self.max_log_scale = check_positive_float("max_log_scale", max_log_scale)

@@ -41,6 +41,10 @@ class ZeroMLP(nn.Module):
         hidden_dims: hidden widths.
         activation: hidden non-linearity.
         skip_connections: fuse a linear input-to-output map into the output layer.
+        input_scale: the scale of the inputs the first layer is initialised for: its weights start
+            at PyTorch's default divided by it, so the hidden units' kinks (:math:`-b_j / w_j`)
+            start spread over ``input_scale`` times the default range (see also
+            :meth:`scale_inputs`).
 
     Example:
         >>> net = ZeroMLP(3, num_params=2, out_features=4, hidden_dims=(8,))
@@ -58,8 +62,12 @@ class ZeroMLP(nn.Module):
         hidden_dims: Sequence[int] = (32, 32),
         activation: type[nn.Module] = nn.ReLU,
         skip_connections: bool = True,
+        input_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if isinstance(input_scale, bool) or not isinstance(input_scale, (int, float)) or not input_scale > 0:
+            raise ValueError(f"input_scale must be a positive number, got {input_scale!r}")
+        self.input_scale = float(input_scale)
         self.hidden_dims = check_hidden_dims(hidden_dims)
         self.in_features, self.num_params, self.out_features = in_features, num_params, out_features
         self.skip_connections = bool(skip_connections)
@@ -70,11 +78,33 @@ class ZeroMLP(nn.Module):
         dims = (in_features, *self.hidden_dims)
         for i, width in enumerate(self.hidden_dims):
             self.layers.append(nn.Linear(dims[i], width))
+        with torch.no_grad():
+            self.layers[0].weight.div_(self.input_scale)
         extra = in_features if self.skip_connections else 0
         self.output = nn.Linear(self.hidden_dims[-1] + extra, num_params * out_features)
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
         self.activation = activation()
+
+    @torch.no_grad()
+    def scale_inputs(self, scales: torch.Tensor) -> None:
+        r"""Divide the first layer's weight column of input :math:`i` by ``scales[i]``: the network
+        then computes at :math:`x` what it computed at :math:`x / s` before (the output layer, the
+        skip connection included, is untouched), i.e. its hidden units are set for inputs of
+        scales :math:`s`. A zero-output network stays exactly zero.
+
+        Example:
+            >>> net = ZeroMLP(2, num_params=1, out_features=1, hidden_dims=(4,))
+            >>> w = net.layers[0].weight.clone()
+            >>> net.scale_inputs(torch.tensor([10.0, 1.0]))
+            >>> torch.allclose(net.layers[0].weight[:, 0] * 10, w[:, 0])
+            True
+        """
+        if not self.layers:
+            return
+        if scales.shape != (self.in_features,) or not bool((scales > 0).all()):
+            raise ValueError(f"scales must be {self.in_features} positive numbers, got {scales!r}")
+        self.layers[0].weight.div_(scales.to(self.layers[0].weight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (self.num_params, self.out_features)

@@ -121,6 +121,8 @@ class Coupling(FlowTransform):
         activation: conditioner non-linearity.
         skip_connections: linear input-to-output connections in the conditioner.
         context_dim: :math:`C`, the size of a context vector the conditioner also reads (0: none).
+        input_scale: the conditioner's first layer is initialised for inputs of this scale
+            (:class:`~pyro_nf.transforms.conditioner.ZeroMLP`).
     """
 
     num_params: ClassVar[int] = 0
@@ -134,6 +136,7 @@ class Coupling(FlowTransform):
         activation: type[nn.Module] = nn.ReLU,
         skip_connections: bool = True,
         context_dim: int = 0,
+        input_scale: float = 1.0,
     ) -> None:
         super().__init__(input_dim)
         if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 0:
@@ -149,6 +152,7 @@ class Coupling(FlowTransform):
             hidden_dims,
             activation=activation,
             skip_connections=skip_connections,
+            input_scale=input_scale,
         )
 
     def _elementwise(self, x_t: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

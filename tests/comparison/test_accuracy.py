@@ -95,26 +95,29 @@ def test_funnel_maf_recovers_the_log_scale(funnel_meanfield):
     assert np.abs(_iqr(maf["x"]) - exact_iqr).mean() <= 0.5 * np.abs(_iqr(mf["x"]) - exact_iqr).mean()
 
 
-# Issue 12's bar for the coupling guides at their defaults and fit()'s whole default recipe (10,000 steps of
-# 16 particles: minutes each, so heavy). Measured by benchmarks/family_accuracy.py (same fit; its draws from
-# seed 1): glow banana 0.969 / 0.913 (x0 / x1), funnel 0.954 / 1.002 / 0.963.
+# Issue 12's bar for the coupling guides at their defaults and fit()'s whole default recipe (10,000 steps
+# of 16 particles: minutes each, so heavy): marginal sds (banana), log-scale sd / IQR and median x IQR
+# (funnel) within 10% of exact. Seeds 0 / 1 / 2 of benchmarks/family_accuracy.py (same fits, draws seeded
+# seed + 1) are in the guides' docstrings; these tests' own numbers (draws from the fit's stream) below.
+NSF_SHORT = pytest.mark.xfail(reason="NSF misses the bar at its defaults (see AutoNSF, README)", strict=False)
+
+
 @pytest.mark.heavy
-@pytest.mark.xfail(
-    reason="at the edge: x1's sd ratio read 0.913 from draws seeded 1 and 0.892 from these draws (same fit)",
-    strict=False,
-)
-def test_glow_banana_marginal_sds_within_ten_percent():
-    ex, d = _fit_and_draw("banana", "glow", num_steps=10_000)
+@pytest.mark.parametrize("flow", ["realnvp", "glow", pytest.param("nsf", marks=NSF_SHORT)])
+def test_coupling_guide_banana_marginal_sds_within_ten_percent(flow):
+    ex, d = _fit_and_draw("banana", flow, num_steps=10_000)
     ratios = [d[s].std() / float(ex.reference[s]["sd"]) for s in ("x0", "x1")]
     assert all(abs(r - 1) < 0.1 for r in ratios), ratios
 
 
 @pytest.mark.heavy
-def test_glow_funnel_log_scale_and_x_iqrs_within_ten_percent():
-    ex, d = _fit_and_draw("funnel", "glow", num_steps=10_000)
+@pytest.mark.parametrize("flow", ["realnvp", "glow", pytest.param("nsf", marks=NSF_SHORT)])
+def test_coupling_guide_funnel_log_scale_and_x_iqrs_within_ten_percent(flow):
+    ex, d = _fit_and_draw("funnel", flow, num_steps=10_000)
     exact_sd = float(ex.reference["log_scale"]["sd"])  # 3
     exact_iqr = ex.reference["x"]["q75"] - ex.reference["x"]["q25"]
     ls_sd = d["log_scale"].std() / exact_sd
     ls_iqr = _iqr(d["log_scale"])[0] / (2 * 0.6744897501960817 * exact_sd)
     x_iqr = float(np.median(_iqr(d["x"]) / exact_iqr))
-    assert abs(ls_sd - 1) < 0.1 and abs(ls_iqr - 1) < 0.1 and abs(x_iqr - 1) < 0.1, (ls_sd, ls_iqr, x_iqr)
+    ok = abs(ls_sd - 1) < 0.1 and abs(ls_iqr - 1) < 0.1 and abs(x_iqr - 1) < 0.1
+    assert ok, (ls_sd, ls_iqr, x_iqr)

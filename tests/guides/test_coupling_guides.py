@@ -87,11 +87,13 @@ def test_default_sizes_and_bad_options():
     ex = get_example("funnel")  # D = 10: RealNVP 4 couplings (NICE 8), width 32
     guide = AutoRealNVP(ex.model)
     guide()
-    assert guide.num_flows == 4 and len(guide.flows) == 4
+    assert guide.num_flows == 4
+    assert [type(m).__name__ for m in guide.flows] == ["ActNorm", "AffineCoupling"] * 4
+    assert len(AutoRealNVP(ex.model, actnorm=False)._make_flows(10)) == 4
     nice = AutoNICE(ex.model)
     nice()
     assert nice.num_flows == 8
-    assert guide.flows[0].net.hidden_dims == (32, 32)
+    assert guide.flows[1].net.hidden_dims == (32, 32)
     glow = AutoGlow(ex.model, num_flows=2)
     glow()
     assert [type(m).__name__ for m in glow.flows] == ["ActNorm", "LULinear", "AffineCoupling"] * 2
@@ -103,6 +105,84 @@ def test_default_sizes_and_bad_options():
         AutoNSF(ex.model, num_bins=0)
     with pytest.raises(ValueError, match="max_log_scale"):
         AutoRealNVP(ex.model, max_log_scale=-1.0)
+
+
+def test_conditioner_input_scale_and_activation_reach_the_layers():
+    ex = get_example("funnel")
+    torch.manual_seed(0)
+    plain = AutoRealNVP(ex.model, input_scale=1.0)
+    plain()
+    torch.manual_seed(0)
+    scaled = AutoRealNVP(ex.model, input_scale=10.0)
+    scaled()
+    for a, b in zip(plain.flows[1::2], scaled.flows[1::2], strict=True):  # the couplings
+        torch.testing.assert_close(b.net.layers[0].weight * 10.0, a.net.layers[0].weight)  # same draw
+        torch.testing.assert_close(b.net.layers[1].weight, a.net.layers[1].weight)
+    z = torch.randn(5, 10)
+    torch.testing.assert_close(scaled.log_prob_unconstrained(z), plain.log_prob_unconstrained(z))  # identity
+    elu = AutoGlow(ex.model, num_flows=1, activation="elu")
+    elu()
+    assert isinstance(elu.flows[2].net.activation, torch.nn.ELU)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        AutoRealNVP(ex.model, activation="sigmoid")
+    with pytest.raises(ValueError, match="input_scale"):
+        AutoNSF(ex.model, input_scale=0.0)
+    with pytest.raises(ValueError, match="input_scale"):
+        AutoNSF(ex.model, input_scale="data")
+
+
+def _banana(b: float = 0.03):
+    def model():
+        x0 = pyro.sample("x0", dist.Normal(0.0, 10.0))
+        pyro.sample("x1", dist.Normal(b * (x0**2 - 100.0), 1.0))
+
+    return model
+
+
+@pytest.mark.parametrize("name", ["realnvp", "glow", "nsf"])
+def test_prior_input_scale_sets_the_conditioners_up_where_the_guide_keeps_its_own_start(name):
+    """The banana declines the Laplace start: the conditioners' first layers are divided column-wise by
+    the prior's robust scales of their inputs (x0: 10, x1: 2.7); the guide stays the identity."""
+    model = _banana()
+    guides = []
+    for scale in (1.0, "prior"):
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        guide = make_guide(name, model, input_scale=scale)
+        guide()
+        assert guide.init_to_laplace().startswith("own start")
+        guides.append(guide)
+    plain, scaled = guides
+    assert not hasattr(plain, "conditioner_scales")
+    s = scaled.conditioner_scales
+    assert abs(float(s[0]) / 10.0 - 1) < 0.15 and abs(float(s[1]) / 2.72 - 1) < 0.15, s
+    nets = [
+        (a.net, b.net, b.conditioning_idx)
+        for a, b in zip(plain.flows, scaled.flows, strict=True)
+        if hasattr(b, "net")
+    ]
+    assert nets
+    for a, b, idx in nets:
+        torch.testing.assert_close(b.layers[0].weight * s[idx].float(), a.layers[0].weight)
+    z = torch.randn(7, 2)
+    torch.testing.assert_close(scaled.log_prob_unconstrained(z), plain.log_prob_unconstrained(z))
+
+
+def test_prior_input_scale_leaves_a_whitened_guide_alone():
+    """Where the Laplace start is kept the layers see whitened coordinates: nothing is rescaled."""
+
+    def model():
+        pyro.sample("x", dist.Normal(torch.tensor([1.0, -2.0]), torch.tensor([10.0, 0.1])).to_event(1))
+
+    torch.manual_seed(0)
+    guide = AutoRealNVP(model)
+    guide()
+    couplings = [layer for layer in guide.flows if hasattr(layer, "net")]
+    w = [layer.net.layers[0].weight.clone() for layer in couplings]
+    assert guide.init_to_laplace().startswith("laplace")
+    assert not hasattr(guide, "conditioner_scales")
+    for layer, before in zip(couplings, w, strict=True):
+        assert torch.equal(layer.net.layers[0].weight, before)
 
 
 def test_nsf_mixing_and_spline_options_reach_the_layers():
