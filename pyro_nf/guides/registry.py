@@ -19,8 +19,9 @@ from pyro.infer.autoguide import AutoGuide
 
 from pyro_nf._registry import Registry
 from pyro_nf.guides.baselines import AutoDiagonal, AutoFullRank, AutoLowRank, AutoMeanField
-from pyro_nf.guides.coupling import AutoGlow, AutoNICE, AutoNSF, AutoRealNVP
+from pyro_nf.guides.coupling import AutoGlow, AutoNICE, AutoRealNVP
 from pyro_nf.guides.flows import AutoIAF, AutoMAF, AutoPlanar
+from pyro_nf.guides.spline_flow import AutoNSF
 
 __all__ = ["GUIDES", "RECOMMENDED_GUIDE", "available_guides", "make_guide", "register_guide"]
 
