@@ -62,6 +62,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyro_nf._util import isolated_rng
+from pyro_nf.training._graph_exec import compile_graph
 
 __all__ = ["MAX_NODES", "MIN_BUDGET", "MIN_STEPS", "ReplayedGradient", "describe", "worthwhile"]
 
@@ -142,6 +143,10 @@ class ReplayedGradient:
         self.fast, self.params = fast, list(params)
         self.key = key if key is not None else (lambda: _default_key(fast))
         self.graph: torch.fx.GraphModule | None = None
+        #: the graph as one Python function (:mod:`pyro_nf.training._graph_exec`), what each step runs
+        self.run: Callable[..., tuple] | None = None
+        #: nodes of the recorded graph that the compiled function skips (exact no-ops, dead code)
+        self.removed = 0
         self.graph_key: Hashable = None
         self.refused: dict[Hashable, str] = {}
         #: why the current structure runs eagerly ('' while replaying)
@@ -194,16 +199,18 @@ class ReplayedGradient:
                 const.requires_grad or const.untyped_storage().data_ptr() in owned
             ):
                 return None, f"a parameter-derived value is computed outside the step ({node.target})"
+        run, self.removed = compile_graph(graph)
         _set_torch_rng_state(start)
         reference = joint()
         _set_torch_rng_state(start)
         with torch.no_grad():
-            replayed = graph(*self.params)
+            replayed = run(*self.params)
         for a, b in zip(reference, replayed, strict=True):
             if (a is None) != (b is None) or (a is not None and not torch.equal(a, b)):
                 if a is not None and b is not None and torch.isnan(a).any() and torch.isnan(b).any():
                     continue  # nan != nan: the guard handles a non-finite step either way
                 return None, "a replayed step differs from the eager one (randomness outside torch?)"
+        self.run = run
         return graph, ""
 
     def _prepare(self, key: Hashable) -> None:
@@ -228,7 +235,7 @@ class ReplayedGradient:
             loss.backward()
             return float(loss.detach())
         with torch.no_grad():
-            loss, *grads = self.graph(*self.params)
+            loss, *grads = self.run(*self.params)
             for p, g in zip(self.params, grads, strict=True):
                 if g is None:
                     continue
