@@ -31,7 +31,7 @@ from pyro.optim.lr_scheduler import PyroLRScheduler
 
 from pyro_nf._util import capture_rng_state, isolated_rng
 from pyro_nf.training import replay, setup
-from pyro_nf.training._fused_optim import fused_step
+from pyro_nf.training._fused_optim import flat_parameters, fused_step
 from pyro_nf.training.checkpoint import (
     CHECKPOINT_FORMAT,
     apply_checkpoint,
@@ -45,7 +45,6 @@ from pyro_nf.training.fast_elbo import plan as plan_fast_path
 from pyro_nf.training.guard import (
     RECOVERY_LR_FACTOR,
     DivergenceGuard,
-    all_finite,
     current_lr,
 )
 from pyro_nf.training.progress import Progress
@@ -318,7 +317,9 @@ def fit(
     stop_reason: str | None = None
     stl_step: int | None = None
     stl_checked = stl_after is None
-    guard = DivergenceGuard(params, max_recoveries)
+    guard = DivergenceGuard(
+        params, max_recoveries, flat=lambda: flat_parameters(optim, param_list), order=param_list
+    )
     if resume is not None:
         ckpt = together(group, load_checkpoint, resume, error=CheckpointError)
         apply_checkpoint(ckpt, guide, params, config, optim, guard, resume)
@@ -366,12 +367,14 @@ def fit(
                     guard.last_error, value = err, math.nan
                 if math.isfinite(value):
                     guard.verified()
-                    if all_finite(params):
+                    if guard.finite():
                         losses.append(value)
                         step += 1
                         guard.completed(step)
                         if stepper is not None:
                             stepper(value)
+                        if bar.enabled and step - 1 in (start_step, stl_step):  # traced at this step
+                            bar.describe_step(replay.progress_note(loss_and_grads, path, group is not None))
                         bar.update(step, value, current_lr(optim, lr))
                         if manual_decay is not None:
                             factor = manual_decay ** schedule.progress(step)

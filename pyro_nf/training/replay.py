@@ -64,7 +64,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from pyro_nf._util import isolated_rng
 from pyro_nf.training._graph_exec import compile_graph
 
-__all__ = ["MAX_NODES", "MIN_BUDGET", "MIN_STEPS", "ReplayedGradient", "describe", "worthwhile"]
+__all__ = [
+    "MAX_NODES",
+    "MIN_BUDGET",
+    "MIN_STEPS",
+    "ReplayedGradient",
+    "describe",
+    "progress_note",
+    "worthwhile",
+]
 
 #: :func:`pyro_nf.fit` replays fits of at least this many remaining steps (tracing pays back).
 MIN_STEPS: int = 1000
@@ -104,6 +112,16 @@ def describe(step: Any) -> str:
     if step.replaying:
         return f"replayed ({step.num_traces} trace(s), {step.trace_seconds:.1f} s)"
     return f"eager ({step.reason})" if step.reason else "eager"
+
+
+def progress_note(step: Any, path: str, distributed: bool) -> str:
+    """How a fit's fast step runs, for its progress output: :func:`describe`, or why it is not replayed."""
+    if path != "fast":
+        return ""
+    if isinstance(step, ReplayedGradient):
+        return describe(step)
+    why = "data-parallel fits are" if distributed else f"fits under {MIN_STEPS} steps / {MIN_BUDGET:g} s are"
+    return f"eager ({why} not replayed)"
 
 
 def _torch_rng_state() -> tuple:

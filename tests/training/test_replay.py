@@ -192,3 +192,30 @@ def test_fit_result_says_whether_the_step_was_replayed(monkeypatch):
     monkeypatch.setattr(replay, "MIN_STEPS", 10**9)
     r = fit(small, guide, Y, num_steps=10, num_particles=2, stl_after=None, seed=0, progress=False)
     assert r.replay == ""
+
+
+def test_progress_output_says_whether_the_step_is_replayed_and_why_not(monkeypatch, capfd):
+    import io
+    import sys
+
+    pyro.clear_param_store()
+    guide = AutoIAF(small, num_flows=2, hidden_dims=(8,))
+    options = {"num_particles": 2, "stl_after": None, "seed": 0}
+    monkeypatch.setattr(replay, "MIN_STEPS", 0)
+    fit(small, guide, Y, num_steps=10, **options)  # stderr is not a terminal: one line per step here
+    lines = capfd.readouterr().err.splitlines()
+    assert "path fast; step replayed (1 trace(s)" in lines[0]
+    assert lines[1].endswith("| path fast, step replayed")
+    monkeypatch.setattr(replay, "MIN_STEPS", 10**9)
+    fit(small, guide, Y, num_steps=10, **options)
+    first = capfd.readouterr().err.splitlines()[0]
+    assert first.endswith("path fast; step eager (fits under 1000000000 steps / 30 s are not replayed)")
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(replay, "MIN_STEPS", 0)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    fit(small, guide, Y, num_steps=10, **options)
+    assert "path=fast/replayed" in sys.stderr.getvalue()  # the tqdm bar
