@@ -46,7 +46,8 @@ per-round ratios are printed beside their median.
 Table 6 (``--tables 6``; needs NumPyro, ``pip install -e '.[bench]'``), AutoIAF through ``fit()``
 (replayed) against NumPyro's ``AutoIAFNormal`` with ``svi.update`` under ``jax.jit``
 (``benchmarks/numpyro_runner.py``; its compile, the first call, is timed apart and excluded) and the
-eager loop, K = 2, ``H = min(max(2D, 32), 512)``, no skip connections, at ``--numpyro-dims``.
+eager loop, K = 2, ``H = max(min(max(2D, 32), 512), D)`` (NumPyro's MADE needs ``H >= D``), no skip
+connections, at ``--numpyro-dims``.
 
 Timing: one process, ``torch.set_num_threads(T)``; for R rounds every configuration in turn
 (interleaved, so machine noise spreads evenly), medians over rounds; ratios are medians of
@@ -289,7 +290,7 @@ def table_iaf_vs_eager(dims: list[int], args) -> None:
 def table_numpyro(dims: list[int], args) -> None:
     print(
         "\n### 6. AutoIAF through fit() (replayed) vs NumPyro's AutoIAFNormal (jax.jit), K=2, "
-        "H=min(max(2D,32),512), no skip, one particle\n"
+        "H=max(min(max(2D,32),512),D), no skip, one particle\n"
     )
     if importlib.util.find_spec("numpyro") is None:
         print("NumPyro is not installed (pip install -e '.[bench]'): skipped")
@@ -305,7 +306,7 @@ def table_numpyro(dims: list[int], args) -> None:
         pyro.clear_param_store()
         torch.manual_seed(0)
         model, log_joint = gaussian(dim)
-        hid = (min(width(dim), 512),) * 2
+        hid = (max(min(width(dim), 512), dim),) * 2  # NumPyro's MADE needs H >= D
         y = torch.randn(NUM_OBS, dim, generator=torch.Generator().manual_seed(0)).numpy()
         guide = pyro_nf.AutoIAF(model, num_flows=2, hidden_dims=hid, skip_connections=False)
         runners = {
@@ -313,7 +314,10 @@ def table_numpyro(dims: list[int], args) -> None:
             "numpyro": NumPyroRunner(y, hid, 2),
             "eager": eager_runner(log_joint, dim, hid, 2, False),
         }
-        rounds, steps = (args.rounds, args.steps) if dim < 1000 else (max(2, args.rounds // 2), 3)
+        # the differenced fits need many steps against the trace time's noise
+        rounds, steps = (
+            (args.rounds, args.steps) if dim < 1000 else (max(3, args.rounds // 2), max(10, args.steps))
+        )
         runs = interleave(runners, rounds, steps)
         print(
             f"| {dim} | {hid[0]} | {fmt(med(runs, 'fit'))} | {fmt(runners['fit'].trace_s)} | "
