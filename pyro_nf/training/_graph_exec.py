@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import fx
 
-__all__ = ["compile_graph"]
+__all__ = ["compile_graph", "drop_traced_values"]
 
 _aten = torch.ops.aten
 #: single-input operations whose result has its input's values (for a replay without autograd)
@@ -114,6 +114,7 @@ def _simplify(graph: fx.Graph) -> int:
                 node.replace_all_uses_with(src)
     for node in reversed(list(graph.nodes)):
         if node.op == "call_function" and not node.users and not _mutates(node):
+            node.meta.clear()  # an erased node lingers in reference cycles: drop its traced value now
             graph.erase_node(node)
     return before - len(graph.nodes)
 
@@ -178,4 +179,14 @@ def compile_graph(module: fx.GraphModule) -> tuple[Callable[..., Any], int]:
             body.append(f"    del {', '.join(dead)}")
     src = f"def run({', '.join(params)}):\n" + "\n".join(body) + "\n"
     exec(compile(src, "<pyro_nf replayed step>", "exec"), scope)  # noqa: S102 - code generated above
+    drop_traced_values(graph)
     return scope["run"], removed
+
+
+def drop_traced_values(graph: fx.Graph) -> None:
+    """Forget the tensors ``make_fx`` keeps in each node's ``meta`` (every intermediate of the traced
+    step, weight-sized ones included; fx graphs are reference cycles, so they would otherwise outlive
+    the fit until Python's cyclic collector runs)."""
+    for node in graph.nodes:
+        node.meta.pop("val", None)
+        node.meta.pop("tensor_meta", None)

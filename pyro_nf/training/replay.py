@@ -62,7 +62,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyro_nf._util import isolated_rng
-from pyro_nf.training._graph_exec import compile_graph
+from pyro_nf.training._graph_exec import compile_graph, drop_traced_values
 
 __all__ = [
     "MAX_NODES",
@@ -206,6 +206,13 @@ class ReplayedGradient:
             graph = make_fx(joint, tracing_mode="real")(*self.params)
         except Exception as err:  # anything make_fx cannot record (e.g. a read of a value): run eagerly
             return None, f"not traceable ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+        try:
+            return self._check(graph, joint, start)
+        finally:
+            drop_traced_values(graph.graph)
+
+    def _check(self, graph: torch.fx.GraphModule, joint: Callable[..., tuple], start: tuple) -> tuple:
+        """The refusals after tracing, then the eager-against-replayed comparison (module docstring)."""
         nodes = list(graph.graph.nodes)
         reads = sorted({str(n.target) for n in nodes if any(r in str(n.target) for r in _VALUE_READS)})
         if reads:
