@@ -136,7 +136,8 @@ def fit(
             ``num_steps`` or here, whichever comes first (``stop_reason`` says which), and the
             learning-rate decay and STL switch-over follow whichever budget binds.
         stl_after: from this fraction of the budget on, a flow guide whose layers all have an
-            inverse (IAF, NICE, RealNVP, Glow, NSF; not planar) is trained with the
+            inverse (IAF, NICE, RealNVP, Glow, NSF; not planar; IAF only up to 16 latent
+            dimensions, ``STL_MAX_SEQUENTIAL_DIM``: its D-pass inverse) is trained with the
             sticking-the-landing gradient (:mod:`pyro_nf.guides.stl`), then set back as it was;
             ``None`` never switches. A guide built with ``stl=True`` uses it throughout.
         init: ``"laplace"``: before the first step of a guide's first fit, a guide with an
