@@ -36,16 +36,28 @@ here): its row says so, with the per-pass cost measured.
 
 Table 3, logistic regression ``w ~ N(0, 1)^10``, ``y_n ~ Bernoulli(sigmoid(x_n . w))``, N in
 ``--logistic-n``, full batch and subsampled (``pyro.plate(..., subsample_size=100)``, likelihood
-scaled by N/100): AutoIAF through ``fit`` (fast), ``fit(fast=False)``, the eager loop.
+scaled by N/100): AutoIAF through ``fit`` (fast, ``PLAIN``), ``fit(fast=False)``, the eager loop.
+
+Table 5 (``--tables 5``, not run by default), AutoIAF at its defaults (4 layers, skip connections,
+the capped width) through ``fit()`` with ``PLAIN`` (its replayed step) against the eager loop of the
+same architecture, at ``--ab-dims``, ``--ab-rounds`` interleaved rounds of ``--ab-steps`` steps; the
+per-round ratios are printed beside their median.
+
+Table 6 (``--tables 6``; needs NumPyro, ``pip install -e '.[bench]'``), AutoIAF through ``fit()``
+(replayed) against NumPyro's ``AutoIAFNormal`` with ``svi.update`` under ``jax.jit``
+(``benchmarks/numpyro_runner.py``; its compile, the first call, is timed apart and excluded) and the
+eager loop, K = 2, ``H = max(min(max(2D, 32), 512), D)`` (NumPyro's MADE needs ``H >= D``), no skip
+connections, at ``--numpyro-dims``.
 
 Timing: one process, ``torch.set_num_threads(T)``; for R rounds every configuration in turn
 (interleaved, so machine noise spreads evenly), medians over rounds; ratios are medians of
-per-round ratios. NumPyro's ``AutoIAFNormal`` is a column only when NumPyro is installed.
+per-round ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import os
@@ -92,7 +104,7 @@ def logistic(n: int, batch: int | None, dim: int = 10):
         w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([dim]).to_event(1))
         with pyro.plate("data", n, subsample_size=batch) as idx:
             xb, yb = (x, y) if batch is None else (x[idx], y[idx])
-            logits = (xb @ w.unsqueeze(-1)).squeeze(-1)
+            logits = (xb * w).sum(-1)  # (N,), or (K, N) for w of shape (K, 1, dim) under K particles
             pyro.sample("y", dist.Bernoulli(logits=logits), obs=yb)
 
     return model, eager_loop.logistic_log_joint(x, y, batch)
@@ -153,7 +165,9 @@ def table_iaf(dims: list[int], args) -> None:
         "(K=2, H=max(2D,32), no skip)\n"
     )
     has_numpyro = importlib.util.find_spec("numpyro") is not None
-    print(f"NumPyro installed: {has_numpyro}" + ("" if has_numpyro else " (its column is skipped)"))
+    print(
+        f"NumPyro installed: {has_numpyro}" + (" (see table 6)" if has_numpyro else " (table 6 is skipped)")
+    )
     print(
         "\n| D | H | fit ms | path | trace s | fit no-replay ms | fit Trace_ELBO ms | AutoIAFNormal ms "
         "| AutoNormal ms | eager ms | fit/AutoIAFNormal | fit/eager | no-replay/eager | fit K=16 / K=1 |"
@@ -226,18 +240,92 @@ def table_guides(dims: list[int], args) -> None:
                 runs = interleave(runners, rounds, steps)
                 ms, n = med(runs, "fit"), f"{rounds}x{steps}"
                 vs = ratio(runs, "fit", "eager") if "eager" in runs else float("nan")
-            del runners
+            path = first.path
+            del runners, guide, first
+            pyro.clear_param_store()  # free this process's copy before the memory child runs
+            gc.collect()
             mem = (
                 {"peak_mb": float("nan"), "delta_mb": float("nan")}
                 if args.no_memory or first_s > args.slow
                 else measure_memory(name, dim, args.threads)
             )
             print(
-                f"| {dim} | {name} | {first.path} | {fmt(ms)} | {n} | {fmt(vs, 3)} | "
+                f"| {dim} | {name} | {path} | {fmt(ms)} | {n} | {fmt(vs, 3)} | "
                 f"{fmt(mem['peak_mb'], 0)} | {fmt(mem['delta_mb'], 0)} |",
                 flush=True,
             )
-            del guide, first
+
+
+def table_iaf_vs_eager(dims: list[int], args) -> None:
+    print(
+        "\n### 5. AutoIAF at its defaults through fit() (replayed step) vs the eager loop of its "
+        "architecture, interleaved\n"
+    )
+    print(
+        "| D | layers | H | skip | rounds x steps | trace s | fit ms | eager ms | fit/eager "
+        "| per-round fit/eager |"
+    )
+    print("|---:|---:|---:|---|---|---:|---:|---:|---:|---|")
+    for dim in dims:
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        model, log_joint = gaussian(dim)
+        guide = pyro_nf.AutoIAF(model)
+        hid = guide.hidden_dims or guide.default_hidden_dims(dim)
+        runners = {
+            "fit": FitRunner(model, guide, n0=1, **PLAIN),
+            "eager": eager_runner(log_joint, dim, hid, guide.num_flows, guide.skip_connections),
+        }
+        runs = interleave(runners, args.ab_rounds, args.ab_steps)
+        per_round = ", ".join(f"{a / b:.2f}" for a, b in zip(runs["fit"], runs["eager"], strict=True))
+        print(
+            f"| {dim} | {guide.num_flows} | {hid[0]} | {guide.skip_connections} | "
+            f"{args.ab_rounds}x{args.ab_steps} | {fmt(runners['fit'].trace_s)} | {fmt(med(runs, 'fit'))} | "
+            f"{fmt(med(runs, 'eager'))} | {ratio(runs, 'fit', 'eager'):.3f} | {per_round} |",
+            flush=True,
+        )
+        del runners, guide
+
+
+def table_numpyro(dims: list[int], args) -> None:
+    print(
+        "\n### 6. AutoIAF through fit() (replayed) vs NumPyro's AutoIAFNormal (jax.jit), K=2, "
+        "H=max(min(max(2D,32),512),D), no skip, one particle\n"
+    )
+    if importlib.util.find_spec("numpyro") is None:
+        print("NumPyro is not installed (pip install -e '.[bench]'): skipped")
+        return
+    from numpyro_runner import NumPyroRunner
+
+    print(
+        "| D | H | fit ms | trace s | NumPyro ms | NumPyro compile s | eager ms | fit/NumPyro "
+        "| eager/NumPyro |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for dim in dims:
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        model, log_joint = gaussian(dim)
+        hid = (max(min(width(dim), 512), dim),) * 2  # NumPyro's MADE needs H >= D
+        y = torch.randn(NUM_OBS, dim, generator=torch.Generator().manual_seed(0)).numpy()
+        guide = pyro_nf.AutoIAF(model, num_flows=2, hidden_dims=hid, skip_connections=False)
+        runners = {
+            "fit": FitRunner(model, guide, **PLAIN),
+            "numpyro": NumPyroRunner(y, hid, 2),
+            "eager": eager_runner(log_joint, dim, hid, 2, False),
+        }
+        # the differenced fits need many steps against the trace time's noise
+        rounds, steps = (
+            (args.rounds, args.steps) if dim < 1000 else (max(3, args.rounds // 2), max(10, args.steps))
+        )
+        runs = interleave(runners, rounds, steps)
+        print(
+            f"| {dim} | {hid[0]} | {fmt(med(runs, 'fit'))} | {fmt(runners['fit'].trace_s)} | "
+            f"{fmt(med(runs, 'numpyro'), 3)} | {fmt(runners['numpyro'].compile_s)} | "
+            f"{fmt(med(runs, 'eager'))} | "
+            f"{ratio(runs, 'fit', 'numpyro'):.2f} | {ratio(runs, 'eager', 'numpyro'):.2f} |",
+            flush=True,
+        )
 
 
 def table_logistic(ns: list[int], args) -> None:
@@ -253,9 +341,9 @@ def table_logistic(ns: list[int], args) -> None:
             def iaf(model=model):
                 return pyro_nf.AutoIAF(model, num_flows=2, hidden_dims=(32, 32), skip_connections=False)
 
-            runners = {
-                "fit": FitRunner(model, iaf()),
-                "slow": FitRunner(model, iaf(), fast=False),
+            runners = {  # one particle, as the eager loop
+                "fit": FitRunner(model, iaf(), **PLAIN),
+                "slow": FitRunner(model, iaf(), fast=False, **PLAIN),
                 "eager": eager_runner(log_joint, 10, (32, 32), 2, False),
             }
             runs = interleave(runners, args.rounds, args.steps)
@@ -344,7 +432,13 @@ def main() -> int:
     p.add_argument("--maf-dims", default="10,100,1000,5000")
     p.add_argument("--fixed-point-max-dim", type=int, default=1000)
     p.add_argument("--logistic-n", default="1000,100000")
-    p.add_argument("--tables", default="1,2,3,4")
+    p.add_argument(
+        "--tables", default="1,2,3,4", help="any of 1-6, in the order given (5, 6 are not defaults)"
+    )
+    p.add_argument("--ab-dims", default="1000,5000", help="table 5's dimensions")
+    p.add_argument("--numpyro-dims", default="100,1000", help="table 6's dimensions")
+    p.add_argument("--ab-rounds", type=int, default=5, help="table 5's rounds")
+    p.add_argument("--ab-steps", type=int, default=3, help="table 5's steps per configuration per round")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory columns")
     p.add_argument(
         "--replay-min-steps",
@@ -387,6 +481,8 @@ def main() -> int:
         "2": lambda: table_guides(dims, args),
         "3": lambda: table_logistic([int(n) for n in args.logistic_n.split(",")], args),
         "4": lambda: table_maf([int(d) for d in args.maf_dims.split(",")], args),
+        "5": lambda: table_iaf_vs_eager([int(d) for d in args.ab_dims.split(",")], args),
+        "6": lambda: table_numpyro([int(d) for d in args.numpyro_dims.split(",")], args),
     }
     for table in args.tables.split(","):  # in the order given
         run[table]()

@@ -9,6 +9,10 @@ fit's starting point. The *r*-th recovery (0-based) restores level ``min(r, last
 older level where one is not yet filled): 1 step back, then about 8, 64, 512 steps back, then the start.
 The optimizer moments are reset and every learning rate multiplied by :data:`RECOVERY_LR_FACTOR`.
 
+Where the parameters are views of one flat buffer (the fused Adam of
+:mod:`pyro_nf.training._fused_optim` puts them there), a copy is one flat tensor: one ``clone`` or
+``copy_`` per step, one reduction for the finiteness check; checkpoints still hold per-name tensors.
+
 Memory: up to six copies of the parameters can be alive (the candidate, four ladder levels, the
 start). Above :data:`COMPACT_BYTES` of parameters (e.g. a flow at D = 5000) the guard is *compact*:
 two preallocated buffers, the candidate and the last verified copy, swapped in place each step (no
@@ -35,7 +39,8 @@ LADDER_PERIODS = (8, 64, 512)
 #: Parameter bytes above which the guard keeps two copies instead of the ladder (see module docstring).
 COMPACT_BYTES = 32 * 2**20
 
-Snapshot = dict[str, torch.Tensor]
+#: per-name copies, or one flat copy in the order of the guard's ``order``
+Snapshot = dict[str, torch.Tensor] | torch.Tensor
 
 
 def clone(params: dict[str, torch.Tensor]) -> Snapshot:
@@ -77,9 +82,17 @@ class DivergenceGuard:
     """
 
     def __init__(
-        self, params: dict[str, torch.Tensor], max_recoveries: int, compact_bytes: int | None = None
+        self,
+        params: dict[str, torch.Tensor],
+        max_recoveries: int,
+        compact_bytes: int | None = None,
+        flat: Callable[[], torch.Tensor | None] | None = None,
+        order: list[torch.Tensor] | None = None,
     ) -> None:
         self.params, self.max_recoveries = params, max_recoveries
+        #: ``flat()``: the parameters' flat buffer (the tensors of ``order``, back to back) or None
+        self.flat = flat if flat is not None else (lambda: None)
+        self.order = order if order is not None else list({id(p): p for p in params.values()}.values())
         nbytes = sum(p.numel() * p.element_size() for p in params.values())
         #: two swapped buffers instead of the ladder (parameters over ``compact_bytes``)
         self.compact = nbytes > (COMPACT_BYTES if compact_bytes is None else compact_bytes)
@@ -93,16 +106,42 @@ class DivergenceGuard:
 
     def before_step(self) -> None:
         """Copy the parameters the coming step starts from."""
+        flat = self.flat()
         if not self.compact:
-            self.candidate = clone(self.params)
+            self.candidate = clone(self.params) if flat is None else flat.detach().clone()
             return
-        if self.spare is None:
+        if flat is not None:
+            if not isinstance(self.spare, torch.Tensor):
+                self.spare = flat.detach().clone()
+            else:
+                self.spare.copy_(flat.detach())
+        elif self.spare is None or isinstance(self.spare, torch.Tensor):
             self.spare = clone(self.params)
         else:
             with torch.no_grad():
                 for n, p in self.params.items():
                     self.spare[n].copy_(p)
         self.candidate = self.spare
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        if not isinstance(snapshot, torch.Tensor):
+            restore(self.params, snapshot)
+            return
+        flat = self.flat()
+        with torch.no_grad():
+            if flat is not None:
+                flat.copy_(snapshot)
+                return
+            for p, v in zip(self.order, snapshot.split([p.numel() for p in self.order]), strict=True):
+                p.copy_(v.view(p.shape))
+
+    def finite(self) -> bool:
+        """Whether every parameter entry is finite (:func:`all_finite`; one reduction when flat)."""
+        flat = self.flat()
+        if flat is None:
+            return all_finite(self.params)
+        with torch.no_grad():
+            return bool(torch.isfinite(flat.sum())) or bool(torch.isfinite(flat).all())
 
     def verified(self) -> None:
         """The step just run returned a finite loss: its starting parameters are good."""
@@ -121,7 +160,7 @@ class DivergenceGuard:
 
     def undo_step(self) -> None:
         """Put back the parameters the current step started from (KeyboardInterrupt)."""
-        restore(self.params, self.candidate)
+        self._restore(self.candidate)
 
     def recover(
         self,
@@ -138,7 +177,7 @@ class DivergenceGuard:
         cur_lr = current_lr(optim, lr)
         if r >= self.max_recoveries:
             bad_params, sites = setup.diagnose_nonfinite(model, guide, args, kwargs, self.params)
-            restore(self.params, self.levels[0])
+            self._restore(self.levels[0])
             where = (
                 f"sites with non-finite draws or log densities: {sites}"
                 if sites
@@ -161,7 +200,7 @@ class DivergenceGuard:
             if level == len(self.levels)
             else next((s for s in self.levels[level:] if s is not None), self.initial)
         )
-        restore(self.params, target)
+        self._restore(target)
         for j in range(min(level, len(self.levels))):
             self.levels[j] = target
         for opt in setup.torch_optimizers(optim):
@@ -172,15 +211,26 @@ class DivergenceGuard:
 
     def final_check(self, loss: float, step: int) -> None:
         """The last update has no loss yet: if its check loss is non-finite, restore level 0."""
-        if not (math.isfinite(loss) and all_finite(self.params)):
-            restore(self.params, self.levels[0])
+        if not (math.isfinite(loss) and self.finite()):
+            self._restore(self.levels[0])
             self.recovery_steps.append(step)
 
     def state_dict(self) -> dict[str, Any]:
         """Plain-data state for checkpoints (shared snapshots are saved once by torch.save)."""
+        named: dict[int, dict[str, torch.Tensor]] = {}  # flat copies as per-name views, shared ones once
+
+        def by_name(snap: Snapshot | None) -> dict[str, torch.Tensor] | None:
+            if not isinstance(snap, torch.Tensor):
+                return snap
+            if id(snap) not in named:
+                views = snap.split([p.numel() for p in self.order])
+                index = {id(p): i for i, p in enumerate(self.order)}
+                named[id(snap)] = {n: views[index[id(p)]].view(p.shape) for n, p in self.params.items()}
+            return named[id(snap)]
+
         return {
-            "initial": self.initial,
-            "levels": list(self.levels),
+            "initial": by_name(self.initial),
+            "levels": [by_name(s) for s in self.levels],
             "recovery_steps": list(self.recovery_steps),
         }
 

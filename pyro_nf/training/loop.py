@@ -31,7 +31,7 @@ from pyro.optim.lr_scheduler import PyroLRScheduler
 
 from pyro_nf._util import capture_rng_state, isolated_rng
 from pyro_nf.training import replay, setup
-from pyro_nf.training._fused_optim import fused_step
+from pyro_nf.training._fused_optim import flat_parameters, fused_step
 from pyro_nf.training.checkpoint import (
     CHECKPOINT_FORMAT,
     apply_checkpoint,
@@ -45,7 +45,6 @@ from pyro_nf.training.fast_elbo import plan as plan_fast_path
 from pyro_nf.training.guard import (
     RECOVERY_LR_FACTOR,
     DivergenceGuard,
-    all_finite,
     current_lr,
 )
 from pyro_nf.training.progress import Progress
@@ -137,7 +136,8 @@ def fit(
             ``num_steps`` or here, whichever comes first (``stop_reason`` says which), and the
             learning-rate decay and STL switch-over follow whichever budget binds.
         stl_after: from this fraction of the budget on, a flow guide whose layers all have an
-            inverse (IAF, NICE, RealNVP, Glow, NSF; not planar) is trained with the
+            inverse (IAF, NICE, RealNVP, Glow, NSF; not planar; IAF only up to 16 latent
+            dimensions, ``STL_MAX_SEQUENTIAL_DIM``: its D-pass inverse) is trained with the
             sticking-the-landing gradient (:mod:`pyro_nf.guides.stl`), then set back as it was;
             ``None`` never switches. A guide built with ``stl=True`` uses it throughout.
         init: ``"laplace"``: before the first step of a guide's first fit, a guide with an
@@ -318,7 +318,9 @@ def fit(
     stop_reason: str | None = None
     stl_step: int | None = None
     stl_checked = stl_after is None
-    guard = DivergenceGuard(params, max_recoveries)
+    guard = DivergenceGuard(
+        params, max_recoveries, flat=lambda: flat_parameters(optim, param_list), order=param_list
+    )
     if resume is not None:
         ckpt = together(group, load_checkpoint, resume, error=CheckpointError)
         apply_checkpoint(ckpt, guide, params, config, optim, guard, resume)
@@ -366,12 +368,14 @@ def fit(
                     guard.last_error, value = err, math.nan
                 if math.isfinite(value):
                     guard.verified()
-                    if all_finite(params):
+                    if guard.finite():
                         losses.append(value)
                         step += 1
                         guard.completed(step)
                         if stepper is not None:
                             stepper(value)
+                        if bar.enabled and step - 1 in (start_step, stl_step):  # traced at this step
+                            bar.describe_step(replay.progress_note(loss_and_grads, path, group is not None))
                         bar.update(step, value, current_lr(optim, lr))
                         if manual_decay is not None:
                             factor = manual_decay ** schedule.progress(step)

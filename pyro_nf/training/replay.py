@@ -62,8 +62,17 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyro_nf._util import isolated_rng
+from pyro_nf.training._graph_exec import compile_graph, drop_traced_values
 
-__all__ = ["MAX_NODES", "MIN_BUDGET", "MIN_STEPS", "ReplayedGradient", "describe", "worthwhile"]
+__all__ = [
+    "MAX_NODES",
+    "MIN_BUDGET",
+    "MIN_STEPS",
+    "ReplayedGradient",
+    "describe",
+    "progress_note",
+    "worthwhile",
+]
 
 #: :func:`pyro_nf.fit` replays fits of at least this many remaining steps (tracing pays back).
 MIN_STEPS: int = 1000
@@ -105,6 +114,16 @@ def describe(step: Any) -> str:
     return f"eager ({step.reason})" if step.reason else "eager"
 
 
+def progress_note(step: Any, path: str, distributed: bool) -> str:
+    """How a fit's fast step runs, for its progress output: :func:`describe`, or why it is not replayed."""
+    if path != "fast":
+        return ""
+    if isinstance(step, ReplayedGradient):
+        return describe(step)
+    why = "data-parallel fits are" if distributed else f"fits under {MIN_STEPS} steps / {MIN_BUDGET:g} s are"
+    return f"eager ({why} not replayed)"
+
+
 def _torch_rng_state() -> tuple:
     cuda = (
         torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
@@ -142,6 +161,10 @@ class ReplayedGradient:
         self.fast, self.params = fast, list(params)
         self.key = key if key is not None else (lambda: _default_key(fast))
         self.graph: torch.fx.GraphModule | None = None
+        #: the graph as one Python function (:mod:`pyro_nf.training._graph_exec`), what each step runs
+        self.run: Callable[..., tuple] | None = None
+        #: nodes of the recorded graph that the compiled function skips (exact no-ops, dead code)
+        self.removed = 0
         self.graph_key: Hashable = None
         self.refused: dict[Hashable, str] = {}
         #: why the current structure runs eagerly ('' while replaying)
@@ -183,6 +206,13 @@ class ReplayedGradient:
             graph = make_fx(joint, tracing_mode="real")(*self.params)
         except Exception as err:  # anything make_fx cannot record (e.g. a read of a value): run eagerly
             return None, f"not traceable ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+        try:
+            return self._check(graph, joint, start)
+        finally:
+            drop_traced_values(graph.graph)
+
+    def _check(self, graph: torch.fx.GraphModule, joint: Callable[..., tuple], start: tuple) -> tuple:
+        """The refusals after tracing, then the eager-against-replayed comparison (module docstring)."""
         nodes = list(graph.graph.nodes)
         reads = sorted({str(n.target) for n in nodes if any(r in str(n.target) for r in _VALUE_READS)})
         if reads:
@@ -194,16 +224,18 @@ class ReplayedGradient:
                 const.requires_grad or const.untyped_storage().data_ptr() in owned
             ):
                 return None, f"a parameter-derived value is computed outside the step ({node.target})"
+        run, self.removed = compile_graph(graph)
         _set_torch_rng_state(start)
         reference = joint()
         _set_torch_rng_state(start)
         with torch.no_grad():
-            replayed = graph(*self.params)
+            replayed = run(*self.params)
         for a, b in zip(reference, replayed, strict=True):
             if (a is None) != (b is None) or (a is not None and not torch.equal(a, b)):
                 if a is not None and b is not None and torch.isnan(a).any() and torch.isnan(b).any():
                     continue  # nan != nan: the guard handles a non-finite step either way
                 return None, "a replayed step differs from the eager one (randomness outside torch?)"
+        self.run = run
         return graph, ""
 
     def _prepare(self, key: Hashable) -> None:
@@ -228,7 +260,7 @@ class ReplayedGradient:
             loss.backward()
             return float(loss.detach())
         with torch.no_grad():
-            loss, *grads = self.graph(*self.params)
+            loss, *grads = self.run(*self.params)
             for p, g in zip(self.params, grads, strict=True):
                 if g is None:
                     continue

@@ -337,7 +337,10 @@ def continue_moments(guide: Callable, optim: PyroOptim, opt_name: str) -> bool:
 
 
 def save_moments(guide: Callable, optim: PyroOptim, opt_name: str) -> None:
-    """Keep this fit's per-parameter optimiser state on the guide, for :func:`continue_moments`."""
+    """Keep this fit's per-parameter optimiser state on the guide, for :func:`continue_moments`, and undo
+    that function's patch of ``optim`` (its closure refers back to ``optim``: a reference cycle that
+    would keep this fit's optimiser state, GBs at large D, alive until Python's cyclic collector runs)."""
+    optim.__dict__.pop("_get_optim", None)
     if not isinstance(guide, torch.nn.Module):
         return
     store, moments = pyro.get_param_store(), {}

@@ -77,6 +77,7 @@ class AffineAutoregressive(FlowTransform):
         if not max_log_scale > 0:
             raise ValueError(f"max_log_scale must be positive, got {max_log_scale!r}")
         self.direction = direction
+        self.sequential_inverse = direction == "iaf"
         self.max_log_scale = float(max_log_scale)
         self.made = MADE(
             input_dim,

@@ -46,6 +46,9 @@ class FlowTransform(TransformModule):
     """
 
     has_inverse: ClassVar[bool] = True
+    #: whether the inverse is a sequential solve of D passes (IAF-direction autoregressive layers),
+    #: so that scoring an arbitrary value costs D network passes instead of one
+    sequential_inverse: bool = False
     #: size of the context vector a conditional layer's conditioner reads (0: not conditional)
     context_dim: int = 0
     #: whether log|det J| is the same for every input (linear and volume-preserving layers)

@@ -260,6 +260,7 @@ class SplineAutoregressive(_SplineOptions, FlowTransform):
         if direction not in ("iaf", "maf"):
             raise ValueError(f"direction must be 'iaf' or 'maf', got {direction!r}")
         self.direction = direction
+        self.sequential_inverse = direction == "iaf"
         num_params = self._init_spline(num_bins, bound, min_bin, max_log_derivative)
         self.made = MADE(
             input_dim,

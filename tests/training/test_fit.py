@@ -24,6 +24,7 @@ from pyro.infer import Predictive, config_enumerate
 from pyro.infer.autoguide import AutoDiagonalNormal, AutoIAFNormal, AutoNormal
 from pyro.ops.indexing import Vindex
 
+import pyro_nf
 from pyro_nf.training import CheckpointError, EarlyStop, FitDivergedError, FitInputError, FitResult, fit
 from pyro_nf.training.checkpoint import load_checkpoint
 
@@ -483,7 +484,10 @@ def _run_job(tmp_path: Path, env_extra: dict[str, str], *, killed: bool) -> dict
     signal_file = tmp_path / "paused"
     signal_file.unlink(missing_ok=True)
     out = tmp_path / "out.json"
-    env = {**os.environ, "JOB_SIGNAL_FILE": str(signal_file), **env_extra}
+    # the job imports the pyro_nf this test imports (not whichever one the interpreter has installed)
+    root = str(Path(pyro_nf.__file__).resolve().parents[1])
+    path = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "JOB_SIGNAL_FILE": str(signal_file), "PYTHONPATH": path, **env_extra}
     dtype = str(torch.get_default_dtype()).removeprefix("torch.")
     proc = subprocess.Popen(
         [sys.executable, str(tmp_path / "job.py"), dtype, str(tmp_path / "fit.pt"), str(out)],

@@ -15,7 +15,7 @@ from pyro_nf import make_guide
 from pyro_nf.guides import AutoIAF, AutoPlanar
 from pyro_nf.guides.laplace import laplace_start
 from pyro_nf.training import STOP_REASONS, Converged, fit
-from pyro_nf.training.schedule import Schedule
+from pyro_nf.training.schedule import STL_MAX_SEQUENTIAL_DIM, Schedule
 
 N, P = 40, 3
 
@@ -89,6 +89,19 @@ def test_stl_switches_on_halfway_for_invertible_flows_only_and_is_set_back():
     planar = AutoPlanar(funnel, num_flows=2)
     assert fit(funnel, planar, num_steps=20, seed=0, progress=False).stl_step is None
     assert fit(funnel, AutoIAF(funnel), num_steps=20, stl_after=None, progress=False).stl_step is None
+
+
+def test_stl_phase_skips_sequential_inverse_flows_above_the_dimension_cap():
+    def wide() -> None:
+        pyro.sample("x", dist.Normal(0.0, 1.0).expand([STL_MAX_SEQUENTIAL_DIM + 1]).to_event(1))
+
+    iaf = AutoIAF(wide, num_flows=1, hidden_dims=(40,))
+    assert fit(wide, iaf, num_steps=10, seed=0, progress=False).stl_step is None  # D-pass inverse: skipped
+    realnvp = make_guide("realnvp", wide, num_flows=2, hidden_dims=(8,))
+    assert fit(wide, realnvp, num_steps=10, seed=0, progress=False).stl_step == 5  # one-pass inverse: kept
+    forced = AutoIAF(wide, num_flows=1, hidden_dims=(40,), stl=True)  # an explicit stl=True still holds
+    fit(wide, forced, num_steps=2, seed=0, progress=False)
+    assert forced.stl is True
 
 
 def test_a_model_that_does_not_broadcast_over_particles_falls_back_with_a_warning():
