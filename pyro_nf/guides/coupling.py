@@ -123,6 +123,8 @@ class _AutoCoupling(AutoFlow):
     layer_names: ClassVar[tuple[str, ...]] = ()
     #: ``input_scale`` when not given
     default_input_scale: ClassVar[float | str] = 1.0
+    #: the guide's own keyword options, which it passes on with the shared ones (others are an error)
+    own_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -138,6 +140,11 @@ class _AutoCoupling(AutoFlow):
         stl: bool = False,
         **layer_config: Any,
     ) -> None:
+        unknown = sorted(set(layer_config) - self.own_options)
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}"
+            )
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.activation = activation
@@ -271,6 +278,8 @@ class AutoRealNVP(_AutoCoupling):
     layer_names: ClassVar[tuple[str, ...]] = ("actnorm", "affine_coupling")
     default_input_scale: ClassVar[float | str] = "prior"
 
+    own_options: ClassVar[frozenset[str]] = frozenset({"max_log_scale", "actnorm"})
+
     def __init__(
         self, model: Callable, *, max_log_scale: float = 5.0, actnorm: bool = True, **kwargs: Any
     ) -> None:
@@ -330,6 +339,8 @@ class AutoGlow(_AutoCoupling):
 
     layer_names: ClassVar[tuple[str, ...]] = ("actnorm", "lu_linear", "affine_coupling")
     default_input_scale: ClassVar[float | str] = "prior"
+
+    own_options: ClassVar[frozenset[str]] = frozenset({"max_log_scale"})
 
     def __init__(self, model: Callable, *, max_log_scale: float = 5.0, **kwargs: Any) -> None:
         self.max_log_scale = check_positive_float("max_log_scale", max_log_scale)

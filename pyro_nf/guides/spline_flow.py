@@ -18,7 +18,7 @@ from pyro_nf._util import check_positive_float, check_positive_int
 from pyro_nf.guides.coupling import _AutoCoupling, bit_mask_schedule
 from pyro_nf.transforms import make_transform
 
-__all__ = ["AutoNSF"]
+__all__ = ["MAX_SPLINE_SKIP_WEIGHTS", "AutoNSF", "spline_skip_weights"]
 
 
 class AutoNSF(_AutoCoupling):
@@ -45,7 +45,9 @@ class AutoNSF(_AutoCoupling):
     float64 to score external draws under a strongly bent NSF.
 
     Defaults: ``num_flows=4`` blocks, ``num_bins=8``, ``bound=5``, ``affine=True``,
-    ``max_log_scale=5``, widths as :class:`AutoNICE`, ``input_scale=1`` (PyTorch's initialisation).
+    ``max_log_scale=5``, widths as :class:`AutoNICE` (the spline couplings drop their skip connections
+    where that block would exceed ``MAX_SPLINE_SKIP_WEIGHTS``, i.e. above D ~ 1700 at 8 bins),
+    ``input_scale=1`` (PyTorch's initialisation).
     ``stl=True`` is supported (every layer has a one-pass inverse).
 
     **Not accurate at these defaults** (issue 12's bar, missed): on the banana after fit()'s 10,000
@@ -70,6 +72,19 @@ class AutoNSF(_AutoCoupling):
     """
 
     layer_names: ClassVar[tuple[str, ...]] = ("lu_linear", "affine_coupling", "spline_coupling")
+
+    own_options: ClassVar[frozenset[str]] = frozenset(
+        {
+            "num_bins",
+            "bound",
+            "affine",
+            "max_log_scale",
+            "mixing",
+            "min_bin",
+            "max_log_derivative",
+            "spline_param_scale",
+        }
+    )
 
     def __init__(
         self,
@@ -125,6 +140,9 @@ class AutoNSF(_AutoCoupling):
                         **self._net(latent_dim),
                     )
                 )
+            net = self._net(latent_dim)
+            if spline_skip_weights(latent_dim, self.num_bins) > MAX_SPLINE_SKIP_WEIGHTS:
+                net["skip_connections"] = False
             layers.append(
                 make_transform(
                     "spline_coupling",
@@ -135,7 +153,23 @@ class AutoNSF(_AutoCoupling):
                     min_bin=self.min_bin,
                     max_log_derivative=self.max_log_derivative,
                     param_scale=self.spline_param_scale,
-                    **self._net(latent_dim),
+                    **net,
                 )
             )
         return layers
+
+
+#: above this many weights in a spline coupling's input-to-output skip block, AutoNSF's spline
+#: couplings are built without skip connections (the block grows as :math:`(3K - 1) D^2 / 4`: at
+#: D = 5000 and 8 bins it would hold 144M weights per layer, and the guide did not fit in 23 GB).
+MAX_SPLINE_SKIP_WEIGHTS: int = 2**24
+
+
+def spline_skip_weights(latent_dim: int, num_bins: int) -> int:
+    """Weights in one spline coupling's skip block: :math:`(3K - 1) \lceil D/2 \rceil \lfloor D/2 \rfloor`.
+
+    Example:
+        >>> spline_skip_weights(1000, 8), spline_skip_weights(5000, 8) > MAX_SPLINE_SKIP_WEIGHTS
+        (5750000, True)
+    """
+    return (3 * num_bins - 1) * ((latent_dim + 1) // 2) * (latent_dim // 2)

@@ -48,9 +48,10 @@ class Progress:
         if not note:
             return
         kind = note.split(" ", 1)[0]
-        if kind != self.step_kind or note != self.step_note:
-            self.step_kind, self.step_note = kind, note
-            self.note = f"{self.note}; step {note}"
+        if kind == self.step_kind:  # a re-trace (the STL switch): the same kind of step, said once
+            return
+        self.step_kind, self.step_note = kind, note
+        self.note = f"{self.note}; step {note}"
 
     def update(self, step: int, loss: float, lr: float) -> None:
         self.ema = loss if self.ema is None else 0.9 * self.ema + 0.1 * loss

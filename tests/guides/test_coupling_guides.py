@@ -105,6 +105,25 @@ def test_default_sizes_and_bad_options():
         AutoNSF(ex.model, num_bins=0)
     with pytest.raises(ValueError, match="max_log_scale"):
         AutoRealNVP(ex.model, max_log_scale=-1.0)
+    for cls in (AutoNICE, AutoRealNVP, AutoGlow, AutoNSF):  # a misspelt option is an error, not ignored
+        with pytest.raises(TypeError, match="'input_scal'"):
+            cls(ex.model, input_scal="prior")
+    with pytest.raises(TypeError, match="'actnorm'"):  # RealNVP's own option is not Glow's
+        AutoGlow(ex.model, actnorm=False)
+
+
+def test_nsf_drops_the_spline_skip_block_only_where_it_would_not_fit():
+    from pyro_nf.guides.spline_flow import MAX_SPLINE_SKIP_WEIGHTS, spline_skip_weights
+
+    def spline_skips(guide: AutoNSF, dim: int) -> list[bool]:
+        flows = guide._make_flows(dim)
+        return [m.net.skip_connections for m in flows if type(m).__name__ == "SplineCoupling"]
+
+    ex = get_example("funnel")
+    big = next(d for d in range(1000, 4000, 100) if spline_skip_weights(d, 8) > MAX_SPLINE_SKIP_WEIGHTS)
+    assert spline_skips(AutoNSF(ex.model, num_flows=1, hidden_dims=(4,)), 10) == [True]
+    assert spline_skips(AutoNSF(ex.model, num_flows=1, hidden_dims=(4,)), big) == [False]
+    assert spline_skips(AutoNSF(ex.model, num_flows=1, hidden_dims=(4,), num_bins=2), big) == [True]
 
 
 def test_conditioner_input_scale_and_activation_reach_the_layers():

@@ -206,6 +206,9 @@ def test_progress_output_says_whether_the_step_is_replayed_and_why_not(monkeypat
     lines = capfd.readouterr().err.splitlines()
     assert "path fast; step replayed (1 trace(s)" in lines[0]
     assert lines[1].endswith("| path fast, step replayed")
+    fit(small, guide, Y, num_steps=10, **{**options, "stl_after": 0.5})  # re-traced at the STL switch
+    lines = capfd.readouterr().err.splitlines()
+    assert all(line.endswith("| path fast, step replayed") for line in lines[1:]), lines  # said once
     monkeypatch.setattr(replay, "MIN_STEPS", 10**9)
     fit(small, guide, Y, num_steps=10, **options)
     first = capfd.readouterr().err.splitlines()[0]
