@@ -83,7 +83,8 @@ class Schedule:
 
 #: fit()'s STL phase skips guides with a sequential (D-pass) inverse above this latent dimension.
 #: Their STL step scores each draw by inverting it: with 16 particles the step of a 4-layer AutoIAF
-#: cost 6x its plain step at D = 10, 19x at D = 100 and 21x at D = 400 (one thread), and at D = 5000
+#: cost 4-6x its plain step at D = 10, 19x at D = 100 and 21x at D = 400 (one thread;
+#: ``benchmarks/stl_cost.py``), and at D = 5000
 #: the recorded inverse ran out of 23 GB.
 STL_MAX_SEQUENTIAL_DIM: int = 16
 
