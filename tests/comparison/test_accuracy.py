@@ -105,7 +105,6 @@ def test_funnel_maf_recovers_the_log_scale(funnel_meanfield):
 # of 16 particles: minutes each, so heavy): marginal sds (banana), log-scale sd / IQR and median x IQR
 # (funnel) within 10% of exact. Seeds 0 / 1 / 2 of benchmarks/family_accuracy.py (same fits, draws seeded
 # seed + 1) are in the guides' docstrings; these tests' own numbers (draws from the fit's stream) below.
-NSF_SHORT = pytest.mark.xfail(reason="NSF misses the bar at its defaults (see AutoNSF, README)", strict=False)
 GLOW_FUNNEL_EDGE = pytest.mark.xfail(
     reason="Glow's funnel log-scale sd is at the edge with input_scale='prior': these draws read 0.868 / "
     "0.924 / 0.900 (sd / IQR / x IQR); family_accuracy seeds 0 / 1 / 2 read 0.940 / 0.897 / 0.897 (AutoGlow)",
@@ -114,7 +113,7 @@ GLOW_FUNNEL_EDGE = pytest.mark.xfail(
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("flow", ["realnvp", "glow", pytest.param("nsf", marks=NSF_SHORT)])
+@pytest.mark.parametrize("flow", ["realnvp", "glow", "nsf"])
 def test_coupling_guide_banana_marginal_sds_within_ten_percent(flow):
     ex, d = _fit_and_draw("banana", flow, num_steps=10_000)
     ratios = [d[s].std() / float(ex.reference[s]["sd"]) for s in ("x0", "x1")]
@@ -124,7 +123,7 @@ def test_coupling_guide_banana_marginal_sds_within_ten_percent(flow):
 @pytest.mark.heavy
 @pytest.mark.parametrize(
     "flow",
-    ["realnvp", pytest.param("glow", marks=GLOW_FUNNEL_EDGE), pytest.param("nsf", marks=NSF_SHORT)],
+    ["realnvp", pytest.param("glow", marks=GLOW_FUNNEL_EDGE), "nsf"],
 )
 def test_coupling_guide_funnel_log_scale_and_x_iqrs_within_ten_percent(flow):
     ex, d = _fit_and_draw("funnel", flow, num_steps=10_000)

@@ -121,9 +121,11 @@ def test_nsf_drops_the_spline_skip_block_only_where_it_would_not_fit():
 
     ex = get_example("funnel")
     big = next(d for d in range(1000, 4000, 100) if spline_skip_weights(d, 8) > MAX_SPLINE_SKIP_WEIGHTS)
-    assert spline_skips(AutoNSF(ex.model, num_flows=1, hidden_dims=(4,)), 10) == [True]
-    assert spline_skips(AutoNSF(ex.model, num_flows=1, hidden_dims=(4,)), big) == [False]
-    assert spline_skips(AutoNSF(ex.model, num_flows=1, hidden_dims=(4,), num_bins=2), big) == [True]
+    opts = {"num_flows": 1, "hidden_dims": (4,), "spline_skip": True}
+    assert spline_skips(AutoNSF(ex.model, **opts), 10) == [True]
+    assert spline_skips(AutoNSF(ex.model, **opts), big) == [False]
+    assert spline_skips(AutoNSF(ex.model, **opts, num_bins=2), big) == [True]
+    assert spline_skips(AutoNSF(ex.model, num_flows=1, hidden_dims=(4,)), 10) == [False]  # the default
 
 
 def test_conditioner_input_scale_and_activation_reach_the_layers():
@@ -206,7 +208,22 @@ def test_prior_input_scale_leaves_a_whitened_guide_alone():
 
 def test_nsf_mixing_and_spline_options_reach_the_layers():
     ex = get_example("funnel")
-    guide = AutoNSF(ex.model, mixing="masks", min_bin=0.01, max_log_derivative=2.0, spline_param_scale=0.5)
+    guide = AutoNSF(ex.model)  # defaults: RealNVP's 4 blocks, one spline coupling after the first
+    guide()
+    names = [type(m).__name__ for m in guide.flows]
+    assert names == ["ActNorm", "AffineCoupling", "SplineCoupling"] + ["ActNorm", "AffineCoupling"] * 3
+    (spline,) = [m for m in guide.flows if type(m).__name__ == "SplineCoupling"]
+    assert spline.transformed_idx.tolist() == [0, 2, 4, 6, 8]
+    assert (spline.min_bin, spline.max_log_derivative) == (0.02, 3.0)
+    assert not spline.net.skip_connections and guide.flows[1].net.skip_connections
+    guide = AutoNSF(
+        ex.model,
+        spline_layers=None,
+        min_bin=0.01,
+        max_log_derivative=2.0,
+        spline_param_scale=0.5,
+        spline_skip=True,
+    )
     guide()
     assert "LULinear" not in [type(m).__name__ for m in guide.flows]
     splines = [m for m in guide.flows if type(m).__name__ == "SplineCoupling"]
@@ -215,8 +232,22 @@ def test_nsf_mixing_and_spline_options_reach_the_layers():
         [1, 3, 5, 7, 9],
         [0, 1, 4, 5, 8, 9],
     ]
+    assert len(splines) == 4 and all(s.net.skip_connections for s in splines)
     assert all((s.min_bin, s.max_log_derivative, s.param_scale) == (0.01, 2.0, 0.5) for s in splines)
+    pyro.clear_param_store()
+    guide = AutoNSF(ex.model, mixing="lu", affine=False, spline_layers=None)  # the paper's all-spline NSF
+    guide()
+    assert [type(m).__name__ for m in guide.flows][:6] == [
+        "ActNorm",
+        "SplineCoupling",
+        "ActNorm",
+        "LULinear",
+        "SplineCoupling",
+        "ActNorm",
+    ]
     with pytest.raises(ValueError, match="mixing must be 'lu' or 'masks'"):
         AutoNSF(ex.model, mixing="random")
+    with pytest.raises(ValueError, match="spline_layers"):
+        AutoNSF(ex.model, spline_layers=0)
     with pytest.raises(ValueError, match="spline_param_scale"):
         AutoNSF(ex.model, spline_param_scale=0.0)
