@@ -105,6 +105,16 @@ def default_num_couplings(latent_dim: int) -> int:
     return min(8, max(4, 2 * max(1, (latent_dim - 1).bit_length())))
 
 
+def default_realnvp_depth(latent_dim: int) -> int:
+    r"""``min(8, max(4, ceil(log2 D)))``: RealNVP's (and NSF's) default number of blocks.
+
+    Example:
+        >>> [default_realnvp_depth(d) for d in (2, 16, 100, 5000)]
+        [4, 4, 7, 8]
+    """
+    return min(8, max(4, max(1, (latent_dim - 1).bit_length())))
+
+
 def bit_mask_schedule(latent_dim: int, num_layers: int) -> list[tuple[int, int]]:
     """``(bit, parity)`` of each coupling layer: both parities of bit 0, then of bit 1, ...
 
@@ -288,8 +298,7 @@ class AutoRealNVP(_AutoCoupling):
         super().__init__(model, max_log_scale=self.max_log_scale, actnorm=self.actnorm, **kwargs)
 
     def _make_flows(self, latent_dim: int) -> list[nn.Module]:
-        bits = max(1, (latent_dim - 1).bit_length())
-        n = self._num_layers(latent_dim, min(8, max(4, bits)))
+        n = self._num_layers(latent_dim, default_realnvp_depth(latent_dim))
         layers: list[nn.Module] = []
         for bit, parity in bit_mask_schedule(latent_dim, n):
             if self.actnorm:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from pyro_nf._util import check_positive_float, check_positive_int
-from pyro_nf.guides.coupling import _AutoCoupling, bit_mask_schedule
+from pyro_nf.guides.coupling import _AutoCoupling, bit_mask_schedule, default_realnvp_depth
 from pyro_nf.transforms import make_transform
 
 __all__ = ["MAX_SPLINE_SKIP_WEIGHTS", "AutoNSF", "spline_skip_weights"]
@@ -37,7 +37,7 @@ class AutoNSF(_AutoCoupling):
     Defaults (chosen with ``benchmarks/family_accuracy.py``, fit()'s defaults, 10,000 steps, seeds
     0 / 1 / 2): ``num_flows`` as :class:`~pyro_nf.guides.coupling.AutoRealNVP` (4 at D <= 16),
     ``spline_layers=1``, ``num_bins=8``, ``bound=5``, ``min_bin=0.02`` (so a bin's slope is at most
-    ~47), ``max_log_derivative=3`` (knot derivatives in :math:`[e^{-3}, e^3]`), spline conditioners
+    ~43), ``max_log_derivative=3`` (knot derivatives in :math:`[e^{-3}, e^3]`), spline conditioners
     without skip connections (``spline_skip=False``; the affine couplings keep theirs),
     ``input_scale="prior"``, ``max_log_scale=5``, widths as :class:`AutoNICE`.
 
@@ -53,11 +53,11 @@ class AutoNSF(_AutoCoupling):
     - spline couplings in *every* block hurt even when nearly frozen: RealNVP's stack with a spline
       after each affine coupling read 0.772 / 0.484 (loss 0.122 over the last 200 steps against
       RealNVP's 0.002), with the spline output scaled by 0.01 (``spline_param_scale``) 0.924 / 0.745;
-      the loss had spikes (a 500-step window of mean 4.1, sd 8.7). Splines only in the last two
-      blocks: 0.910 / 0.744; before the whole RealNVP stack: banana 0.992 / 0.932 but funnel
-      0.832 / 0.933 / 0.808.
+      the loss had spikes (a 500-step window of mean 4.1, sd 8.7).
     - the spline bounds: ``min_bin=0.02, max_log_derivative=3`` removed the spikes (largest window
-      sd 0.7); splines in the first two blocks then read banana 1.008 / 0.961, 1.003 / 0.968, 0.993 /
+      sd 0.7). With them: splines only in the last two blocks (no skip connections) 0.910 / 0.744;
+      before the whole RealNVP stack banana 0.992 / 0.932 but funnel 0.832 / 0.933 / 0.808;
+      splines in the first two blocks read banana 1.008 / 0.961, 1.003 / 0.968, 0.993 /
       0.944 with *no* skip connections anywhere, but funnel 0.871 / 0.924 / 1.072, 0.894 / 0.944 /
       0.951 (skip connections give the funnel's scale, linear in the log-scale, exactly); with the
       affine couplings' skip connections back, banana x1 0.858 / 0.912 / 0.893, funnel 0.939 /
@@ -145,7 +145,7 @@ class AutoNSF(_AutoCoupling):
 
     def _make_flows(self, latent_dim: int) -> list[nn.Module]:
         layers: list[nn.Module] = []
-        n = self._num_layers(latent_dim, min(8, max(4, max(1, (latent_dim - 1).bit_length()))))
+        n = self._num_layers(latent_dim, default_realnvp_depth(latent_dim))
         splines = n if self.spline_layers is None else min(n, self.spline_layers)
         for k, (bit, parity) in enumerate(bit_mask_schedule(latent_dim, n)):
             mask = {"parity": k % 2} if self.mixing == "lu" else {"mask": bit, "parity": parity}
