@@ -1,13 +1,17 @@
 r"""Invertible linear map with an LU parametrisation (Glow's invertible 1x1 convolution).
 
-.. math:: y = W x, \qquad W = P L U, \qquad
-          U = \mathrm{triu}(U_0, 1) + \mathrm{diag}(\mathrm{sign} \odot e^{\log|s|}),
+.. math:: y = W x, \qquad W = P L U, \qquad L = I + c\,\mathrm{tril}(L_0, -1), \qquad
+          U = c\,\mathrm{triu}(U_0, 1) + \mathrm{diag}(\mathrm{sign} \odot e^{c \log|s_0|}),
 
 with :math:`P` a fixed permutation, :math:`L` unit lower triangular and :math:`U` upper triangular
-with diagonal :math:`s`. On a flat vector Glow's 1x1 convolution is exactly this :math:`D \times D`
-matrix. The log-determinant is free, :math:`\log|\det W| = \sum_i \log|s_i|`; the inverse is
-two triangular solves, :math:`x = U^{-1} L^{-1} P^\top y` (:math:`O(D^2)` per point, no matrix
-inverse formed). :math:`W` is invertible for every parameter value.
+with diagonal :math:`s`; the parameters are :math:`(L_0, U_0, \log|s_0|)` and :math:`c` is
+``param_scale`` (1 by default). Adam moves every parameter by about its learning rate per step
+whatever the gradient's size, so :math:`c < 1` makes :math:`W` move :math:`c` times as fast as the
+couplings around it (:class:`~pyro_nf.guides.AutoGlow` uses :math:`c = 0.1`). On a flat vector
+Glow's 1x1 convolution is exactly this :math:`D \times D` matrix. The log-determinant is free,
+:math:`\log|\det W| = \sum_i \log|s_i|`; the inverse is two triangular solves,
+:math:`x = U^{-1} L^{-1} P^\top y` (:math:`O(D^2)` per point, no matrix inverse formed).
+:math:`W` is invertible for every parameter value.
 
 At initialisation :math:`P = L = U = I` (with the default ``permutation="natural"``), so the layer
 is exactly the identity; it learns a rotation-and-shear that mixes coordinates between coupling
@@ -37,6 +41,8 @@ class LULinear(FlowTransform):
         input_dim: event dimension :math:`D`.
         permutation: the fixed :math:`P` as a variable order, ``(P v)_i = v_{\pi(i)}``:
             ``"natural"`` (identity, default), ``"reversed"``, ``"random"`` or a permutation.
+        param_scale: :math:`c`, a positive number multiplying every parameter where it enters
+            :math:`W` (a per-layer step-size scale under Adam; 1: the parameters are the entries).
 
     Example:
         >>> t = LULinear(3)
@@ -52,8 +58,16 @@ class LULinear(FlowTransform):
 
     constant_log_det: ClassVar[bool] = True
 
-    def __init__(self, input_dim: int, permutation: str | Sequence[int] | torch.Tensor = "natural") -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        permutation: str | Sequence[int] | torch.Tensor = "natural",
+        param_scale: float = 1.0,
+    ) -> None:
+        if isinstance(param_scale, bool) or not isinstance(param_scale, (int, float)) or not param_scale > 0:
+            raise ValueError(f"param_scale must be a positive number, got {param_scale!r}")
         super().__init__(input_dim)
+        self.param_scale = float(param_scale)
         perm = make_order(input_dim, permutation)
         self.register_buffer("permutation", perm)
         self.register_buffer("inverse_permutation", torch.argsort(perm))
@@ -65,8 +79,9 @@ class LULinear(FlowTransform):
     def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The triangular factors ``(L, U)``."""
         eye = torch.eye(self.input_dim, dtype=self.lower.dtype, device=self.lower.device)
-        lower = torch.tril(self.lower, -1) + eye
-        upper = torch.triu(self.upper, 1) + torch.diag(self.diag_sign * torch.exp(self.log_abs_diag))
+        c = self.param_scale
+        lower = torch.tril(c * self.lower, -1) + eye
+        upper = torch.triu(c * self.upper, 1) + torch.diag(self.diag_sign * torch.exp(c * self.log_abs_diag))
         return lower, upper
 
     def weight(self) -> torch.Tensor:
@@ -75,7 +90,7 @@ class LULinear(FlowTransform):
         return (lower @ upper)[self.permutation]
 
     def _ladj(self, v: torch.Tensor) -> torch.Tensor:
-        return self.log_abs_diag.sum().expand(v.shape[:-1])
+        return (self.param_scale * self.log_abs_diag.sum()).expand(v.shape[:-1])
 
     def _forward_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x @ self.weight().T, self._ladj(x)
@@ -88,7 +103,10 @@ class LULinear(FlowTransform):
         return x.T.reshape(y.shape), self._ladj(y)
 
     def extra_repr(self) -> str:
-        return f"input_dim={self.input_dim}, permutation={self.permutation.tolist()}"
+        return (
+            f"input_dim={self.input_dim}, permutation={self.permutation.tolist()}, "
+            f"param_scale={self.param_scale}"
+        )
 
 
 class FixedAffine(FlowTransform):

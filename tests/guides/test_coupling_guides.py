@@ -97,6 +97,10 @@ def test_default_sizes_and_bad_options():
     glow = AutoGlow(ex.model, num_flows=2)
     glow()
     assert [type(m).__name__ for m in glow.flows] == ["ActNorm", "LULinear", "AffineCoupling"] * 2
+    assert [m.param_scale for m in glow.flows[1::3]] == [0.1, 0.1]  # Glow's LU moves at a tenth the pace
+    assert AutoGlow(ex.model, lu_param_scale=1.0)._make_flows(10)[1].param_scale == 1.0
+    with pytest.raises(ValueError, match="lu_param_scale"):
+        AutoGlow(ex.model, lu_param_scale=0.0)
     with pytest.raises(ValueError, match="num_flows"):
         AutoNICE(ex.model, num_flows=0)
     with pytest.raises(ValueError, match="hidden_dims"):

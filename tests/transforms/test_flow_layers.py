@@ -166,6 +166,25 @@ def test_lu_linear_is_the_matrix_p_l_u(permutation):
     torch.testing.assert_close(t.inverse_and_log_det(y)[0], torch.linalg.solve(w, y.T).T)
 
 
+def test_lu_linear_param_scale_multiplies_every_parameter_where_it_enters_w():
+    torch.manual_seed(5)
+    plain = _perturb(LULinear(4, permutation="reversed").double(), 0.7)
+    scaled = LULinear(4, permutation="reversed", param_scale=0.25).double()
+    with torch.no_grad():
+        for p, q in zip(scaled.parameters(), plain.parameters(), strict=True):
+            p.copy_(4.0 * q)  # c * (4 theta) == theta: the same matrix
+    torch.testing.assert_close(scaled.weight(), plain.weight())
+    x = torch.randn(3, 4, dtype=torch.float64)
+    y, ladj = scaled.forward_and_log_det(x)
+    torch.testing.assert_close(ladj, torch.linalg.slogdet(scaled.weight()).logabsdet.expand(3))
+    torch.testing.assert_close(ladj, plain.forward_and_log_det(x)[1])
+    torch.testing.assert_close(scaled.inverse_and_log_det(y)[0], x)
+    assert torch.equal(LULinear(4, param_scale=0.1).double()(x), x)  # the identity at initialisation
+    for bad in (0.0, -1.0, True, "0.1"):
+        with pytest.raises(ValueError, match="param_scale"):
+            LULinear(4, param_scale=bad)
+
+
 def test_spline_is_exactly_the_identity_at_zero_output_both_ways():
     for dtype in (torch.float32, torch.float64):
         v = torch.cat([torch.linspace(-7, 7, 1001, dtype=dtype), torch.tensor([-1e4, 1e4], dtype=dtype)])
