@@ -76,7 +76,7 @@ def run(
     with torch.no_grad():
         draws = pyro.infer.Predictive(model, guide=guide, num_samples=NUM_DRAWS, parallel=True)()
     d = {k: v.reshape(NUM_DRAWS, -1).double().numpy() for k, v in draws.items()}
-    row: dict[str, Any] = {"example": spec, "steps": result.num_steps, "fit_s": seconds}
+    row: dict[str, Any] = {"example": spec, "seed": seed, "steps": result.num_steps, "fit_s": seconds}
     row["loss"] = float(np.mean(result.losses[-200:]))
     if kind == "banana":
         b = float(arg or 0.03)

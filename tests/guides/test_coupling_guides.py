@@ -218,7 +218,7 @@ def test_nsf_mixing_and_spline_options_reach_the_layers():
     assert names == ["ActNorm", "AffineCoupling", "SplineCoupling"] + ["ActNorm", "AffineCoupling"] * 3
     (spline,) = [m for m in guide.flows if type(m).__name__ == "SplineCoupling"]
     assert spline.transformed_idx.tolist() == [0, 2, 4, 6, 8]
-    assert (spline.min_bin, spline.max_log_derivative) == (0.02, 3.0)
+    assert (spline.min_bin, spline.max_log_derivative, spline.param_scale) == (0.02, 3.0, 0.1)
     assert not spline.net.skip_connections and guide.flows[1].net.skip_connections
     guide = AutoNSF(
         ex.model,
