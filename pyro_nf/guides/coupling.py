@@ -14,14 +14,17 @@ identity at initialisation):
 
 - ``nice`` (Dinh, Krueger & Bengio 2014): additive couplings, then NICE's diagonal scaling.
 - ``realnvp`` (Dinh, Sohl-Dickstein & Bengio 2016): affine couplings.
-- ``glow`` (Kingma & Dhariwal 2018): blocks of ActNorm -> invertible LU-linear -> affine coupling.
-- ``nsf`` (Durkan et al. 2019): rational-quadratic spline couplings with LU-linear layers between.
+- ``glow`` (Kingma & Dhariwal 2018): blocks of ActNorm -> invertible LU-linear -> affine coupling
+  (the LU parameters scaled by ``lu_param_scale=0.1``, so the mixing moves a tenth as fast).
+- ``nsf`` (Durkan et al. 2019): RealNVP's stack with a rational-quadratic spline coupling
+  (:mod:`pyro_nf.guides.spline_flow`; ``mixing="lu"``, ``affine=False``, ``spline_layers=None``: the
+  paper's all-spline stack with LU-linear layers between).
 
 NICE and RealNVP cycle their coupling masks through the bits of the coordinate index
 (:func:`~pyro_nf.transforms.coupling_mask`): with :math:`2\lceil\log_2 D\rceil` layers every
 coordinate is transformed conditioned on every other one (alternating halves alone never pair
-coordinates 0 and 2). Glow and NSF mix coordinates with their learned linear layers instead and
-alternate the halves.
+coordinates 0 and 2), and NSF uses the same schedule. Glow mixes coordinates with its learned
+LU-linear layers instead and alternates even and odd positions.
 
 **Conditioner inputs** (``input_scale``). PyTorch initialises a conditioner's first layer for inputs
 of unit scale: its ReLU units' kinks :math:`-b_j/w_j` lie within a few units of 0. Where ``fit()``
@@ -29,13 +32,12 @@ keeps the guide's own start instead of the Laplace start (the banana, the funnel
 schools), the layers act on the raw unconstrained coordinates, which can be ten times wider (the
 banana's :math:`x_0 \sim N(0, 10)`): the kinks then all sit in the bulk, the conditioner extrapolates
 linearly beyond it, and the reverse KL shrinks the tails (RealNVP's banana x1 sd, a tail statistic,
-read 0.867 and 0.796 of exact on seeds 0 and 1). With ``input_scale="prior"`` (RealNVP's and Glow's
-default)
-each conditioner is set up, when ``fit()`` keeps the own start, for inputs of the prior's robust
-scale per coordinate (:mod:`pyro_nf.guides.prior_scale`; the guide stays exactly the identity); in
-whitened coordinates (Laplace start kept) nothing changes. A number instead divides every first
-layer's initial weights by it (1, PyTorch's default, is NICE's and NSF's; measurements in the
-guides' docstrings). ``activation`` picks the conditioners' non-linearity (``"relu"``, the default;
+read 0.867 and 0.796 of exact on seeds 0 and 1). With ``input_scale="prior"`` (RealNVP's, Glow's and
+NSF's default) each conditioner is set up, when ``fit()`` keeps the own start, for inputs of the
+prior's robust scale per coordinate (:mod:`pyro_nf.guides.prior_scale`; the guide stays exactly the
+identity); in whitened coordinates (Laplace start kept) nothing changes. A number instead divides every first
+layer's initial weights by it (1, PyTorch's default, is NICE's; measurements in the guides'
+docstrings). ``activation`` picks the conditioners' non-linearity (``"relu"``, the default;
 ``"elu"``, ``"silu"``, ``"gelu"``, ``"tanh"``).
 
 All four act on the base draw :math:`\varepsilon \sim N(\mathrm{loc}, \mathrm{scale})`, so at
