@@ -47,7 +47,10 @@ class AutoNSF(_AutoCoupling):
     x-IQR; seeds 0 / 1 / 2 / 3): these defaults, banana 0.971 / 0.920, 1.032 / 1.027, 0.994 / 0.965,
     0.977 / 0.937; funnel 0.932 / 0.983 / 1.062, 0.947 / 0.991 / 0.997, 0.959 / 1.001 / 0.985,
     0.933 / 0.985 / 0.912 (10,000 steps in 28-48 s on a
-    loaded machine, RealNVP ~15-20 s): issue 12's 10% bar on every one. With
+    loaded machine, RealNVP ~15-20 s): issue 12's 10% bar on every one. Seeds 4-9, run after the
+    choice: banana x1 0.917 / 0.900 / 0.994 / 0.956 / 0.964 / 0.884, funnel log-scale sd 0.922 /
+    0.912 / 0.946 / 0.950 / 0.909 / 0.900 with median x-IQR 1.068 / 1.143 / 0.993 / 0.990 / 1.016 /
+    1.042: a miss on each (seed 9's banana, seed 5's funnel x-IQR) and two at the edge. With
     ``spline_param_scale=1`` (the previous default) banana 0.980 / 0.917, 0.963 / 0.866, 1.009 /
     0.992, 0.958 / 0.929 and funnel 0.945 / 0.991 / 0.964, 0.924 / 0.955 / 0.926, 0.922 / 0.957 /
     0.948, 0.855 / 0.890 / 1.017 (two misses; seed 3's funnel KL 0.071 against 0.044); 0.3 read
