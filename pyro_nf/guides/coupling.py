@@ -336,7 +336,8 @@ class AutoGlow(_AutoCoupling):
     1.013 (KL 0.081) at 1; at 0.1 0.976 / 1.009 / 1.008 (0.014), 0.964 / 1.006 / 0.965 (0.018),
     0.970 / 1.006 / 0.986 (0.022), and seed 3 0.972 / 0.999 / 0.999. Banana (b = 0.03) x0 / x1 sd
     ratios at 0.1: 0.987 / 0.989, 1.035 / 1.059, 1.010 / 0.973, seed 3 0.992 / 0.989. Not adopted:
-    0.3 (funnel log-scale sd 0.907 / 0.978 / 0.961), 0.03 (banana seed 1 x1 0.764). Unseen (seed 0):
+    0.3 (funnel log-scale sd 0.907 / 0.978 / 0.961; over ten seeds no better, below), 0.03
+    (banana seed 1 x1 0.764). Unseen (seed 0):
     the 6-D funnel 0.913 / 0.980 / 0.916 (0.931 / 0.963 / 0.981 at 1); the more bent banana
     (b = 0.05) x1 0.792, which RealNVP misses too. The cost per step is unchanged. On the built-in
     posteriors (``fit(..., time_budget=60)``, seed 0, final loss over the last 200 steps, k-hat over
