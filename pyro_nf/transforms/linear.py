@@ -30,6 +30,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from pyro_nf._util import check_positive_float
 from pyro_nf.transforms.base import FlowTransform
 from pyro_nf.transforms.made import make_order
 
@@ -64,10 +65,9 @@ class LULinear(FlowTransform):
         permutation: str | Sequence[int] | torch.Tensor = "natural",
         param_scale: float = 1.0,
     ) -> None:
-        if isinstance(param_scale, bool) or not isinstance(param_scale, (int, float)) or not param_scale > 0:
-            raise ValueError(f"param_scale must be a positive number, got {param_scale!r}")
+        scale = check_positive_float("param_scale", param_scale)
         super().__init__(input_dim)
-        self.param_scale = float(param_scale)
+        self.param_scale = scale
         perm = make_order(input_dim, permutation)
         self.register_buffer("permutation", perm)
         self.register_buffer("inverse_permutation", torch.argsort(perm))

@@ -180,7 +180,7 @@ def test_lu_linear_param_scale_multiplies_every_parameter_where_it_enters_w():
     torch.testing.assert_close(ladj, plain.forward_and_log_det(x)[1])
     torch.testing.assert_close(scaled.inverse_and_log_det(y)[0], x)
     assert torch.equal(LULinear(4, param_scale=0.1).double()(x), x)  # the identity at initialisation
-    for bad in (0.0, -1.0, True, "0.1"):
+    for bad in (0.0, -1.0, float("inf"), True, "0.1"):
         with pytest.raises(ValueError, match="param_scale"):
             LULinear(4, param_scale=bad)
 
