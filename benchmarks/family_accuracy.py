@@ -12,7 +12,7 @@ draws). Every fit is :func:`pyro_nf.fit` at its default recipe (16 particles, lr
 STL from half-way, Laplace start) except ``--steps``; one thread, seed 0, 20,000 guide draws. Prints
 one line per (example, options): the ratios guide / exact that ``benchmarks/accuracy.py`` reports
 (banana: min and median sd ratio; funnel: log-scale sd and IQR ratio, median x-IQR ratio), the fit's
-wall time and last loss.
+wall time, last loss and how many steps the gradient clip rescaled.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ def run(
     d = {k: v.reshape(NUM_DRAWS, -1).double().numpy() for k, v in draws.items()}
     row: dict[str, Any] = {"example": spec, "seed": seed, "steps": result.num_steps, "fit_s": seconds}
     row["loss"] = float(np.mean(result.losses[-200:]))
+    row["clipped"] = result.num_clipped
     if kind == "banana":
         b = float(arg or 0.03)
         ratios = [d["x0"].std() / 10.0, d["x1"].std() / math.sqrt(1 + 2 * b * b * 1e4)]

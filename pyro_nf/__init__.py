@@ -40,6 +40,7 @@ from pyro_nf.guides import (  # noqa: E402
     register_guide,
 )
 from pyro_nf.training import (  # noqa: E402
+    AdaptiveClip,
     CheckpointError,
     Converged,
     DataParallel,
@@ -55,6 +56,7 @@ from pyro_nf.transforms import NotInvertibleError, available_transforms, registe
 __all__ = [
     "__version__",
     "RECOMMENDED_GUIDE",
+    "AdaptiveClip",
     "AutoDiagonal",
     "AutoFlow",
     "AutoFullRank",

@@ -115,6 +115,8 @@ def _attrs(
         )
         if getattr(fit, "final_lr", None) is not None:
             attrs["final_lr"] = fit.final_lr
+        if getattr(fit, "num_clipped", None) is not None:
+            attrs["num_clipped"] = fit.num_clipped
     return {k: _plain(v) for k, v in attrs.items()}
 
 

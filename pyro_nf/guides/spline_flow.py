@@ -202,7 +202,7 @@ MAX_SPLINE_SKIP_WEIGHTS: int = 2**24
 
 
 def spline_skip_weights(latent_dim: int, num_bins: int) -> int:
-    """Weights in one spline coupling's skip block: :math:`(3K - 1) \lceil D/2 \rceil \lfloor D/2 \rfloor`.
+    r"""Weights in one spline coupling's skip block: :math:`(3K - 1) \lceil D/2 \rceil \lfloor D/2 \rfloor`.
 
     Example:
         >>> spline_skip_weights(1000, 8), spline_skip_weights(5000, 8) > MAX_SPLINE_SKIP_WEIGHTS

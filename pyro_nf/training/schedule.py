@@ -233,6 +233,8 @@ class FitResult:
         replay: on the fast path, whether the step was recorded once and replayed
             (:mod:`pyro_nf.training.replay`): ``"replayed (N trace(s), S s)"``, ``"eager (reason)"`` when
             the recording was refused, ``""`` when not attempted (short fits, Pyro's ``SVI``, data-parallel).
+        num_clipped: steps whose gradient ``fit(grad_clip=)`` rescaled (this call's, and a resumed
+            checkpoint's).
     """
 
     guide: Any
@@ -253,6 +255,7 @@ class FitResult:
     time_budget: float | None = None
     init: str = ""
     replay: str = ""
+    num_clipped: int = 0
 
     @property
     def elbo(self) -> float:

@@ -79,11 +79,14 @@ def test_banana_realnvp_at_its_defaults_gets_both_marginal_sds_within_15_percent
 
 
 def test_eight_schools_centered_realnvp_at_its_defaults_gets_tau():
-    ex, draws = _fit_and_draw("eight_schools_centered", "realnvp")
+    # fit()'s whole default budget: at 6,000 steps tau's sd ratio moved by ~0.1 between seeds and with
+    # the gradient clip (seed 0: 0.856 with it, 0.946 without; seed 1: 0.933 / 0.915)
+    ex, draws = _fit_and_draw("eight_schools_centered", "realnvp", num_steps=10_000)
     ref_sd = float(ex.reference["tau"]["sd"])
     ref_iqr = float(ex.reference["tau"]["q75"] - ex.reference["tau"]["q25"])
-    # measured (the same fit and 20,000 draws, by hand): sd ratio 0.937, IQR ratio 0.974 (the old
-    # RealNVP defaults: 0.940, 0.926; mean-field: sd 0.32 of 3.20)
+    # measured (10,000 steps with the clip, seeds 0-5, 20,000 draws seeded apart): sd ratio 0.936, 0.899,
+    # 0.953, 0.933, 0.945, 0.949 (without the clip 0.963, 0.876, 0.979, 0.978, 0.926, 0.921; mean-field: sd
+    # 0.32 of 3.20)
     assert abs(draws["tau"].std() / ref_sd - 1) < 0.1
     assert abs(_iqr(draws["tau"])[0] / ref_iqr - 1) < 0.15
 
