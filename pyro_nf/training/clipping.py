@@ -38,14 +38,17 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-__all__ = ["AdaptiveClip", "GradClipper"]
+__all__ = ["AdaptiveClip", "GradClipper", "resolve_clip"]
 
 
 @dataclass(frozen=True)
@@ -76,20 +79,34 @@ class AdaptiveClip:
             )
 
 
+def resolve_clip(grad_clip: AdaptiveClip | bool | None) -> AdaptiveClip | None:
+    """``fit(grad_clip=)`` as a rule or ``None``: ``True`` is ``AdaptiveClip()``, ``False`` is ``None``."""
+    if grad_clip is True:
+        return AdaptiveClip()
+    if grad_clip is False or grad_clip is None:
+        return None
+    if not isinstance(grad_clip, AdaptiveClip):
+        raise ValueError(f"grad_clip must be None, a bool or an AdaptiveClip; got {grad_clip!r}")
+    return grad_clip
+
+
 class GradClipper:
-    """Applies an :class:`AdaptiveClip` rule to the gradients left in ``params``' ``.grad``.
+    """Applies an :class:`AdaptiveClip` rule to the gradients left in ``params``' ``.grad`` (``rule=None``:
+    does nothing).
 
     Call it after the gradients are computed (and, in a data-parallel fit, averaged over the
     ranks) and before the optimiser steps; it returns whether it rescaled them. Non-finite norms
     are left to the divergence guard and kept out of the history.
     """
 
-    def __init__(self, rule: AdaptiveClip, params: list[torch.Tensor]) -> None:
+    def __init__(self, rule: AdaptiveClip | None, params: list[torch.Tensor]) -> None:
         self.rule, self.params = rule, params
-        self.history: deque[float] = deque(maxlen=rule.window)
+        self.history: deque[float] = deque(maxlen=1 if rule is None else rule.window)
         self.num_clipped = 0
 
     def __call__(self) -> bool:
+        if self.rule is None:
+            return False
         grads = [p.grad for p in self.params if p.grad is not None]
         if not grads:
             return False
@@ -108,6 +125,17 @@ class GradClipper:
         self.history.append(norm)
         return clipped
 
+    def after(self, loss_and_grads: Callable[..., Any]) -> Callable[..., Any]:
+        """``loss_and_grads`` (a function leaving the gradients in ``.grad``) followed by this clip."""
+
+        @functools.wraps(loss_and_grads)
+        def clipped(*args: Any, **kwargs: Any) -> Any:
+            out = loss_and_grads(*args, **kwargs)
+            self()
+            return out
+
+        return clipped
+
     def state_dict(self) -> dict:
         """The history and count, for checkpoints (plain data)."""
         return {"history": list(self.history), "num_clipped": self.num_clipped}
@@ -115,5 +143,5 @@ class GradClipper:
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned."""
         history = [float(v) for v in state["history"]]
-        self.history = deque(history[-self.rule.window :], maxlen=self.rule.window)
+        self.history = deque(history[-self.history.maxlen :], maxlen=self.history.maxlen)
         self.num_clipped = int(state["num_clipped"])

@@ -39,7 +39,7 @@ from pyro_nf.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from pyro_nf.training.clipping import AdaptiveClip, GradClipper
+from pyro_nf.training.clipping import AdaptiveClip, GradClipper, resolve_clip
 from pyro_nf.training.distributed import DataParallel, any_rank, resolve, restore_rng, together
 from pyro_nf.training.errors import CheckpointError, is_divergence_error
 from pyro_nf.training.fast_elbo import plan as plan_fast_path
@@ -70,8 +70,7 @@ DEFAULT_LR_DECAY: float = 0.1
 DEFAULT_STL_AFTER: float = 0.5
 #: ``fit()`` stops when the guide matches the posterior to within Monte Carlo noise (see :class:`Converged`).
 DEFAULT_EARLY_STOP: Converged = Converged()
-#: ``fit()`` rescales a step's gradient above 3x the median norm of the last 100 (see :class:`AdaptiveClip`).
-DEFAULT_GRAD_CLIP: AdaptiveClip = AdaptiveClip()
+DEFAULT_GRAD_CLIP: AdaptiveClip = AdaptiveClip()  #: gradients above 3x the recent median norm are rescaled
 
 
 def fit(
@@ -160,11 +159,9 @@ def fit(
             last 200 steps below 0.005; ``stop_reason == "converged"``; not in data-parallel fits, whose
             loss is averaged over ranks). ``True`` (``EarlyStop()`` defaults) or an :class:`EarlyStop`
             stops on an ELBO plateau instead (``"early_stop"``); ``None``/``False``: run to the budget.
-        grad_clip: the default :class:`~pyro_nf.training.clipping.AdaptiveClip` rescales a step's
-            gradient whose norm (over all parameters) exceeds 3 times the median norm of the last 100
-            steps, keeping its direction (a rare tail draw otherwise throws a flow far off; see
-            :mod:`pyro_nf.training.clipping`); ``FitResult.num_clipped`` counts the steps it rescaled.
-            ``True``: ``AdaptiveClip()``; ``None``/``False``: no clipping.
+        grad_clip: the default :class:`~pyro_nf.training.clipping.AdaptiveClip` rescales a gradient whose
+            norm exceeds 3x the median of the last 100 steps' (direction kept; ``FitResult.num_clipped``
+            counts them); ``True``: ``AdaptiveClip()``; ``None``/``False``: no clipping.
         checkpoint: path of a checkpoint file written atomically every ``checkpoint_every`` steps and
             at the end (see :mod:`pyro_nf.training.checkpoint`). It holds the guide's ``state_dict``, the
             unconstrained values of all parameters, optimizer and schedule state, RNG states, step,
@@ -230,12 +227,7 @@ def fit(
         early_stop = None
     elif early_stop is not None and not isinstance(early_stop, EarlyStop | Converged):
         raise ValueError(f"early_stop must be None, a bool, an EarlyStop or a Converged; got {early_stop!r}")
-    if grad_clip is True:
-        grad_clip = AdaptiveClip()
-    elif grad_clip is False:
-        grad_clip = None
-    elif grad_clip is not None and not isinstance(grad_clip, AdaptiveClip):
-        raise ValueError(f"grad_clip must be None, a bool or an AdaptiveClip; got {grad_clip!r}")
+    grad_clip = resolve_clip(grad_clip)
     setup.check_fit_options(num_particles=num_particles, seed=seed)
     check_checkpoint_target(checkpoint, resume)
     kwargs = model_kwargs
@@ -290,16 +282,8 @@ def fit(
     params = {n: named[n] for n in setup.param_names(model, guide, args, kwargs)}
     evaluate_loss = svi.evaluate_loss if group is None else group.attach(svi, params, guide)  # syncs grads
     param_list = list({id(p): p for p in params.values()}.values())  # a tensor may have two names
-    clipper = None if grad_clip is None else GradClipper(grad_clip, param_list)
-    if clipper is not None:  # Pyro's SVI.step: gradients (averaged over ranks), clipped, then the update
-        svi_loss_and_grads = svi.loss_and_grads
-
-        def clipped_loss_and_grads(*a: Any, **k: Any) -> Any:
-            out = svi_loss_and_grads(*a, **k)
-            clipper()
-            return out
-
-        svi.loss_and_grads = clipped_loss_and_grads
+    clipper = GradClipper(grad_clip, param_list)  # does nothing when grad_clip is None
+    svi.loss_and_grads = clipper.after(svi.loss_and_grads)  # SVI.step: gradients (ranks' mean), clip, update
 
     def fast_loss_and_grads(*_args: Any, **_kwargs: Any) -> float:
         value = fast_elbo.differentiable_loss()
@@ -321,8 +305,7 @@ def fit(
         if fast_elbo is None:
             return float(svi.step(*args, **kwargs))
         value = loss_and_grads()
-        if clipper is not None:
-            clipper()
+        clipper()
         fused_step(optim, param_list)
         for p in param_list:
             p.grad = None
@@ -356,7 +339,7 @@ def fit(
         stop_reason = ckpt.get("stop_reason")
         stop_reason = stop_reason if stop_reason in ("early_stop", "converged") else None
         restore_rng(group, ckpt)
-        if clipper is not None and ckpt.get("grad_clip") is not None:
+        if grad_clip is not None and ckpt.get("grad_clip") is not None:
             clipper.load_state_dict(ckpt["grad_clip"])
     start_step = step = len(losses)
 
@@ -371,7 +354,7 @@ def fit(
             "optim_state": optim.get_state(),
             "rng": capture_rng_state(),
             "early_stop": None if early_stop is None else vars(early_stop).copy(),
-            "grad_clip": None if clipper is None else clipper.state_dict(),
+            "grad_clip": None if grad_clip is None else clipper.state_dict(),
             "stop_reason": stop_reason,
             "config": config,
             "seed": seed,
@@ -462,5 +445,5 @@ def fit(
         time_budget=time_budget,
         init=init_note,
         replay=replay.describe(loss_and_grads),
-        num_clipped=0 if clipper is None else clipper.num_clipped,
+        num_clipped=clipper.num_clipped,
     )

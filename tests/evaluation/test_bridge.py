@@ -219,8 +219,12 @@ def test_importance_resampling_halves_the_error_of_a_skewed_posterior_mean():
     # log-normal (mean-field) guide's mean is biased.
     y = torch.tensor([0.0, 1.0])
     exact_mean = 2.0 / 3.0
-    guide = make_guide("meanfield", gamma_poisson)
-    fit(gamma_poisson, guide, y, num_steps=300, lr=0.05, lr_decay=None, num_particles=8, progress=False)
+    # An overdispersed log-normal (scale 1.5 on the log scale, wider than the posterior's 0.8), where
+    # importance sampling is well-posed. A *fitted* mean-field guide is not: at the reverse-KL optimum its
+    # Gaussian left tail is thinner than the posterior's exp(2u), so k-hat read 2.6-3.8 after 1,000 steps
+    # (seeds 0-3), and a 300-step fit's k-hat (0.64-3.2 over four seeds) passed this test by luck of the seed.
+    # Measured here (seeds 0-2): guide mean error 1.56 / 0.57 / 0.71, resampled 0.002 / 0.002 / 0.006.
+    guide = make_guide("meanfield", gamma_poisson, init_scale=1.5)
     idata = to_inference_data(gamma_poisson, guide, y, num_samples=4000)
     corrected = importance_resample(idata, on_bad_khat="raise")
     guide_error = abs(float(idata.posterior["rate"].mean()) - exact_mean)
