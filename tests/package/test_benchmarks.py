@@ -10,10 +10,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_step_time_quick_prints_every_table():
+def _run(script: str, *argv: str) -> str:
+    """Run ``benchmarks/<script>`` from the repository root; its stdout (failing on a non-zero exit)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run(
-        [sys.executable, "benchmarks/step_time.py", "--quick"],
+        [sys.executable, f"benchmarks/{script}", *argv],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -21,7 +22,11 @@ def test_step_time_quick_prints_every_table():
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    out = proc.stdout
+    return proc.stdout
+
+
+def test_step_time_quick_prints_every_table():
+    out = _run("step_time.py", "--quick")
     for title in ("### 1.", "### 2.", "### 3.", "### 4."):
         assert title in out
     assert "| 2 | 32 |" in out and "| fast |" in out  # table 1 ran AutoIAF through fit's fast path
@@ -30,17 +35,8 @@ def test_step_time_quick_prints_every_table():
 
 
 def test_clip_cost_prints_its_table():
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/clip_cost.py", "--dims", "2", "--guides", "realnvp", "--steps", "30"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    row = [line for line in proc.stdout.splitlines() if line.startswith("| realnvp | 2 |")]
+    out = _run("clip_cost.py", "--dims", "2", "--guides", "realnvp", "--steps", "30")
+    row = [line for line in out.splitlines() if line.startswith("| realnvp | 2 |")]
     assert len(row) == 1
     ratio = float(row[0].split("|")[-2])
     assert 0.2 < ratio < 5.0  # a real measurement (timing noise aside), not a placeholder
